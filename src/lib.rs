@@ -1,0 +1,22 @@
+//! # subsidy-ingester
+//!
+//! Turns delivery platforms' and couriers' Kafka event feeds into exact, auditable subsidy
+//! totals for Hangzhou's 2022 new e-commerce policy (see `README.md` and the SPEC).
+//!
+//! ## Layout — the flow of one message
+//!
+//! - [`domain`]: the vocabulary: events, units, programs, reason codes.
+//! - [`policy`]: the policy's numbers (period, rates, caps, funding split) as pure functions.
+//! - [`decode`]: bytes → typed [`domain::Event`] or a schema rejection (SPEC §3, §5 steps 1–4).
+//! - [`refdata`]: firms, outlets and zones: CSV parsing with file/line/field errors.
+//! - [`rules`]: pure eligibility rules: event + reference data → unit or rejection (§5 steps 5–6).
+//! - [`dedup`]: the index of paid unit keys that turns repeats into `duplicate`.
+//! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
+
+pub mod decode;
+pub mod dedup;
+pub mod domain;
+pub mod policy;
+pub mod refdata;
+pub mod rules;
+pub mod sample;
