@@ -1,1 +1,1235 @@
+//! Message decoding: the bytes of one Kafka message value → a typed [`Event`], or the
+//! [`Rejection`] of SPEC §5 steps 1–4. Pure: no I/O, no reference data, no clock.
+//!
+//! ## Checks, in order (the first failing check wins)
+//!
+//! 1. `malformed_json`: the payload is empty, is not UTF-8, or is not one syntactically
+//!    valid JSON text (trailing garbage after the value included). A string of a *known*
+//!    field whose `\u` escapes do not form valid Unicode (a lone surrogate) is malformed too.
+//! 2. `schema_violation`: the value is not a JSON object, or `type` is missing or not a string.
+//! 3. `unknown_type`: a string `type` other than `takeout_order`, `import_parcel`,
+//!    `rural_delivery`.
+//! 4. `schema_violation`: a field of that type is missing, `null`, of the wrong JSON kind, or
+//!    has a bad value. Fields are checked one at a time, each completely (presence, kind,
+//!    then value), in this fixed order, and the first bad field is reported:
+//!    - common fields: `event_id`, `occurred_at`;
+//!    - `takeout_order`: `platform_id`, `order_id`, `courier_id`, `zone_id`, `courier_released`;
+//!    - `import_parcel`: `firm_id`, `waybill_no`, `channel`;
+//!    - `rural_delivery`: `firm_id`, `outlet_id`, `waybill_no`.
+//!
+//!    So a bad `occurred_at` wins over a missing `platform_id`, but a missing `event_id`
+//!    wins over a bad `occurred_at`.
+//!
+//! ## Field rules
+//!
+//! - Identifiers ([`is_identifier`]): 1–64 characters of `[A-Za-z0-9._:-]`. These fields are
+//!   identifiers: `event_id`, `platform_id`, `order_id`, `courier_id`, `zone_id`, `firm_id`,
+//!   `outlet_id`, `waybill_no`. `event_id` is only kept for tracing, but it is validated like
+//!   the others so that it can be logged and stored safely.
+//! - `occurred_at`: an RFC 3339 timestamp with an explicit offset or `Z`, as accepted by
+//!   [`chrono::DateTime::parse_from_rfc3339`] (fractional seconds allowed; `t`/`z` in either
+//!   case and a space instead of `T` are accepted, as RFC 3339 §5.6 allows). A date alone or
+//!   a date-time without offset is rejected. The original offset is kept in the [`Event`].
+//! - `courier_released`: a JSON boolean (`"true"` or `1` are rejected).
+//! - `channel`: exactly `"mail"` or `"express"`.
+//! - Unknown extra fields are ignored, whatever they hold. If a key appears twice, the last
+//!   value wins.
+//!
+//! ## Implementation
+//!
+//! The payload is parsed in one pass with `serde_json` into a private struct that borrows
+//! from the input: the value of each known key is captured as a borrowed raw JSON value
+//! and classified by its first byte (string, boolean, or another JSON kind); unknown keys
+//! are skipped with [`serde::de::IgnoredAny`]. No `serde_json::Value` tree is built; strings
+//! are copied only into the final [`Event`] (or when they contain escapes). Numbers in known
+//! fields are never converted, so `1e400` is reported as "got number", not as bad JSON, and
+//! nested values are skipped without a depth limit. The only grammatically valid JSON texts
+//! rejected as `malformed_json` are a top-level number outside the `f64` range and a lone
+//! surrogate escape (`"\ud800"`) in a known field; both are beyond any producer's needs.
 
+use crate::domain::{Channel, Event, EventBody, Program, Reason, Rejection};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest identifier, in characters (all identifier characters are ASCII).
+const IDENTIFIER_MAX_LEN: usize = 64;
+
+/// Longest prefix of a producer's value echoed back in a rejection detail, in characters.
+const ECHO_MAX_CHARS: usize = 80;
+
+/// Decodes one message value into an [`Event`], or rejects it with `malformed_json`,
+/// `schema_violation` or `unknown_type` (SPEC §5 steps 1–4, see the module docs for the
+/// exact order of checks).
+///
+/// # Errors
+///
+/// The [`Rejection`] of the first failing check, with a detail naming the field and what
+/// is wrong with it.
+pub fn decode(payload: &[u8]) -> Result<Event, Rejection> {
+    if payload.is_empty() {
+        return Err(Rejection::new(Reason::MalformedJson, "empty payload"));
+    }
+    let text = std::str::from_utf8(payload).map_err(|err| {
+        Rejection::new(
+            Reason::MalformedJson,
+            format!("payload is not UTF-8: {err}"),
+        )
+    })?;
+    let mut fields = Fields::default();
+    // The visitors accept every JSON kind, so any error here is bad JSON input.
+    let kind = parse(text, &mut fields)
+        .map_err(|err| Rejection::new(Reason::MalformedJson, format!("invalid JSON: {err}")))?;
+    if kind != OBJECT {
+        return Err(schema(format!("expected a JSON object, got {kind}")));
+    }
+
+    let type_name = match fields.type_.as_ref() {
+        None => return Err(field_error("type", "missing")),
+        Some(Scalar::Str(name)) => name,
+        Some(other) => {
+            return Err(field_error(
+                "type",
+                format!("expected a string, got {}", other.kind()),
+            ))
+        }
+    };
+    let program = Program::from_type(type_name).ok_or_else(|| {
+        Rejection::new(
+            Reason::UnknownType,
+            format!(
+                "unknown type {} (expected takeout_order, import_parcel or rural_delivery)",
+                echo(type_name)
+            ),
+        )
+    })?;
+
+    let event_id = identifier(fields.event_id.as_ref(), "event_id")?;
+    let occurred_at = timestamp(fields.occurred_at.as_ref(), "occurred_at")?;
+    let body = match program {
+        Program::TakeoutOrder => EventBody::Takeout {
+            platform_id: identifier(fields.platform_id.as_ref(), "platform_id")?,
+            order_id: identifier(fields.order_id.as_ref(), "order_id")?,
+            courier_id: identifier(fields.courier_id.as_ref(), "courier_id")?,
+            zone_id: identifier(fields.zone_id.as_ref(), "zone_id")?,
+            courier_released: boolean(fields.courier_released.as_ref(), "courier_released")?,
+        },
+        Program::ImportParcel => EventBody::Import {
+            firm_id: identifier(fields.firm_id.as_ref(), "firm_id")?,
+            waybill_no: identifier(fields.waybill_no.as_ref(), "waybill_no")?,
+            channel: channel(fields.channel.as_ref(), "channel")?,
+        },
+        Program::RuralDelivery => EventBody::Rural {
+            firm_id: identifier(fields.firm_id.as_ref(), "firm_id")?,
+            outlet_id: identifier(fields.outlet_id.as_ref(), "outlet_id")?,
+            waybill_no: identifier(fields.waybill_no.as_ref(), "waybill_no")?,
+        },
+    };
+    Ok(Event {
+        event_id,
+        occurred_at,
+        body,
+    })
+}
+
+/// Returns true if and only if `s` is 1–64 characters of `[A-Za-z0-9._:-]` (SPEC §3).
+#[must_use]
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= IDENTIFIER_MAX_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+// ---------------------------------------------------------------------------------------
+// Field checks (step 4).
+
+fn schema(detail: String) -> Rejection {
+    Rejection::new(Reason::SchemaViolation, detail)
+}
+
+fn field_error(name: &str, what: impl fmt::Display) -> Rejection {
+    schema(format!("field \"{name}\": {what}"))
+}
+
+/// A producer's value, quoted and escaped, cut to [`ECHO_MAX_CHARS`] characters.
+fn echo(value: &str) -> String {
+    match value.char_indices().nth(ECHO_MAX_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+    }
+}
+
+/// The string value of a required field.
+fn string<'s>(slot: Option<&'s Scalar<'_>>, name: &str) -> Result<&'s str, Rejection> {
+    match slot {
+        None => Err(field_error(name, "missing")),
+        Some(Scalar::Str(value)) => Ok(value),
+        Some(other) => Err(field_error(
+            name,
+            format_args!("expected a string, got {}", other.kind()),
+        )),
+    }
+}
+
+fn identifier(slot: Option<&Scalar<'_>>, name: &str) -> Result<String, Rejection> {
+    let value = string(slot, name)?;
+    if is_identifier(value) {
+        Ok(value.to_owned())
+    } else if value.is_empty() {
+        Err(field_error(name, "empty identifier"))
+    } else {
+        Err(field_error(
+            name,
+            format_args!(
+                "{} is not an identifier (1-64 characters of A-Z a-z 0-9 . _ : -)",
+                echo(value)
+            ),
+        ))
+    }
+}
+
+fn timestamp(slot: Option<&Scalar<'_>>, name: &str) -> Result<DateTime<FixedOffset>, Rejection> {
+    let value = string(slot, name)?;
+    DateTime::parse_from_rfc3339(value).map_err(|err| {
+        let naive_date_time = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .any(|format| NaiveDateTime::parse_from_str(value, format).is_ok());
+        let problem = if naive_date_time {
+            "has no UTC offset".to_owned()
+        } else if NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok() {
+            "is a date without time and UTC offset".to_owned()
+        } else {
+            format!("is not an RFC 3339 timestamp with offset ({err})")
+        };
+        field_error(name, format_args!("{} {problem}", echo(value)))
+    })
+}
+
+fn boolean(slot: Option<&Scalar<'_>>, name: &str) -> Result<bool, Rejection> {
+    match slot {
+        None => Err(field_error(name, "missing")),
+        Some(Scalar::Bool(value)) => Ok(*value),
+        Some(other) => Err(field_error(
+            name,
+            format_args!("expected a JSON boolean, got {}", other.kind()),
+        )),
+    }
+}
+
+fn channel(slot: Option<&Scalar<'_>>, name: &str) -> Result<Channel, Rejection> {
+    match slot {
+        None => Err(field_error(name, "missing")),
+        Some(Scalar::Str(value)) => match value.as_ref() {
+            "mail" => Ok(Channel::Mail),
+            "express" => Ok(Channel::Express),
+            other => Err(field_error(
+                name,
+                format_args!("expected \"mail\" or \"express\", got {}", echo(other)),
+            )),
+        },
+        Some(other) => Err(field_error(
+            name,
+            format_args!("expected \"mail\" or \"express\", got {}", other.kind()),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// One-pass borrowed parsing (steps 1–2).
+
+/// The kind name of a JSON object.
+const OBJECT: &str = "object";
+
+/// Parses one JSON text (nothing but whitespace may follow it) and returns the kind of its
+/// top-level value; if it is an object, its known keys are stored in `fields` in place
+/// (filling a caller's struct avoids moving the ~400-byte `Fields` through return values).
+fn parse<'a>(text: &'a str, fields: &mut Fields<'a>) -> serde_json::Result<&'static str> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let kind = DocumentSeed { fields }.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(kind)
+}
+
+/// The value of a known key, as far as the schema cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scalar<'a> {
+    /// A JSON string, borrowed from the payload unless it contained escapes.
+    Str(Cow<'a, str>),
+    /// A JSON boolean.
+    Bool(bool),
+    /// Any other JSON kind, by name: `"number"`, `"null"`, `"array"` or `"object"`.
+    Other(&'static str),
+}
+
+impl Scalar<'_> {
+    /// The JSON kind, for details such as `expected a string, got number`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Str(_) => "string",
+            Scalar::Bool(_) => "boolean",
+            Scalar::Other(kind) => kind,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // The raw value is syntax-checked by serde_json but not converted, so numbers of
+        // any size and nested values of any depth are fine here.
+        let raw = <&'de RawValue>::deserialize(deserializer)?.get();
+        Ok(match raw.as_bytes().first() {
+            Some(b'"') => {
+                let inner = &raw[1..raw.len() - 1];
+                if inner.contains('\\') {
+                    Scalar::Str(Cow::Owned(
+                        serde_json::from_str::<String>(raw).map_err(de::Error::custom)?,
+                    ))
+                } else {
+                    Scalar::Str(Cow::Borrowed(inner))
+                }
+            }
+            Some(b't') => Scalar::Bool(true),
+            Some(b'f') => Scalar::Bool(false),
+            Some(b'n') => Scalar::Other("null"),
+            Some(b'[') => Scalar::Other("array"),
+            Some(b'{') => Scalar::Other("object"),
+            _ => Scalar::Other("number"),
+        })
+    }
+}
+
+/// Known fields of any event type; `None` where the key is absent.
+#[derive(Default)]
+struct Fields<'a> {
+    type_: Option<Scalar<'a>>,
+    event_id: Option<Scalar<'a>>,
+    occurred_at: Option<Scalar<'a>>,
+    platform_id: Option<Scalar<'a>>,
+    order_id: Option<Scalar<'a>>,
+    courier_id: Option<Scalar<'a>>,
+    zone_id: Option<Scalar<'a>>,
+    courier_released: Option<Scalar<'a>>,
+    firm_id: Option<Scalar<'a>>,
+    outlet_id: Option<Scalar<'a>>,
+    waybill_no: Option<Scalar<'a>>,
+    channel: Option<Scalar<'a>>,
+}
+
+impl<'a> Fields<'a> {
+    fn slot(&mut self, key: Key) -> Option<&mut Option<Scalar<'a>>> {
+        Some(match key {
+            Key::Type => &mut self.type_,
+            Key::EventId => &mut self.event_id,
+            Key::OccurredAt => &mut self.occurred_at,
+            Key::PlatformId => &mut self.platform_id,
+            Key::OrderId => &mut self.order_id,
+            Key::CourierId => &mut self.courier_id,
+            Key::ZoneId => &mut self.zone_id,
+            Key::CourierReleased => &mut self.courier_released,
+            Key::FirmId => &mut self.firm_id,
+            Key::OutletId => &mut self.outlet_id,
+            Key::WaybillNo => &mut self.waybill_no,
+            Key::Channel => &mut self.channel,
+            Key::Unknown => return None,
+        })
+    }
+}
+
+/// An object key, matched without allocating (escaped keys are matched after unescaping).
+#[derive(Clone, Copy)]
+enum Key {
+    Type,
+    EventId,
+    OccurredAt,
+    PlatformId,
+    OrderId,
+    CourierId,
+    ZoneId,
+    CourierReleased,
+    FirmId,
+    OutletId,
+    WaybillNo,
+    Channel,
+    Unknown,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "type" => Key::Type,
+                    "event_id" => Key::EventId,
+                    "occurred_at" => Key::OccurredAt,
+                    "platform_id" => Key::PlatformId,
+                    "order_id" => Key::OrderId,
+                    "courier_id" => Key::CourierId,
+                    "zone_id" => Key::ZoneId,
+                    "courier_released" => Key::CourierReleased,
+                    "firm_id" => Key::FirmId,
+                    "outlet_id" => Key::OutletId,
+                    "waybill_no" => Key::WaybillNo,
+                    "channel" => Key::Channel,
+                    _ => Key::Unknown,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// Accepts every JSON kind at the top level, so that "not an object" is a value, not an
+/// error, and every parse error is a syntax error. Yields the JSON kind's name.
+struct DocumentSeed<'f, 'de> {
+    fields: &'f mut Fields<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for DocumentSeed<'_, 'de> {
+    type Value = &'static str;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocumentSeed<'_, 'de> {
+    type Value = &'static str;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok("boolean")
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok("number")
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok("number")
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok("number")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok("string")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok("null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok("null")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok("array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            match self.fields.slot(key) {
+                // The last occurrence of a key wins.
+                Some(slot) => *slot = Some(map.next_value::<Scalar<'de>>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(OBJECT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Table tests for every branch of steps 1–4 and their precedence.
+    use super::*;
+
+    type Pairs = Vec<(&'static str, String)>;
+
+    /// A JSON object from (key, raw JSON value) pairs, in order.
+    fn object(pairs: &Pairs) -> String {
+        let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    fn raw(pairs: &[(&'static str, &str)]) -> Pairs {
+        pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    }
+
+    fn takeout() -> Pairs {
+        raw(&[
+            ("type", r#""takeout_order""#),
+            ("event_id", r#""evt-0001""#),
+            ("occurred_at", r#""2024-03-01T12:30:00+08:00""#),
+            ("platform_id", r#""P1""#),
+            ("order_id", r#""ORD-123""#),
+            ("courier_id", r#""C1""#),
+            ("zone_id", r#""Z1""#),
+            ("courier_released", "true"),
+        ])
+    }
+
+    fn import() -> Pairs {
+        raw(&[
+            ("type", r#""import_parcel""#),
+            ("event_id", r#""evt-0002""#),
+            ("occurred_at", r#""2023-05-06T01:02:03Z""#),
+            ("firm_id", r#""F1""#),
+            ("waybill_no", r#""WB0001""#),
+            ("channel", r#""mail""#),
+        ])
+    }
+
+    fn rural() -> Pairs {
+        raw(&[
+            ("type", r#""rural_delivery""#),
+            ("event_id", r#""evt-0003""#),
+            ("occurred_at", r#""2022-07-01T00:00:00.123+08:00""#),
+            ("firm_id", r#""F1""#),
+            ("outlet_id", r#""O1""#),
+            ("waybill_no", r#""RW0001""#),
+        ])
+    }
+
+    /// `pairs` with `key` set to the raw JSON `value` (replaced in place or appended), or
+    /// removed when `value` is `None`.
+    fn with(mut pairs: Pairs, key: &'static str, value: Option<&str>) -> Pairs {
+        match (pairs.iter().position(|(k, _)| *k == key), value) {
+            (Some(i), Some(v)) => pairs[i].1 = v.to_owned(),
+            (Some(i), None) => {
+                pairs.remove(i);
+            }
+            (None, Some(v)) => pairs.push((key, v.to_owned())),
+            (None, None) => {}
+        }
+        pairs
+    }
+
+    fn decode_str(payload: &str) -> Result<Event, Rejection> {
+        decode(payload.as_bytes())
+    }
+
+    fn ts(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    /// Asserts a rejection with `reason` whose detail contains every one of `needles`.
+    #[track_caller]
+    fn assert_rejected(payload: &[u8], reason: Reason, needles: &[&str]) {
+        let shown = String::from_utf8_lossy(payload);
+        match decode(payload) {
+            Ok(event) => panic!("{shown}: expected {reason}, decoded {event:?}"),
+            Err(rejection) => {
+                assert_eq!(rejection.reason, reason, "{shown}: {}", rejection.detail);
+                for needle in needles {
+                    assert!(
+                        rejection.detail.contains(needle),
+                        "{shown}: detail {:?} lacks {needle:?}",
+                        rejection.detail
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn valid_events_of_each_type_decode() {
+        assert_eq!(
+            decode_str(&object(&takeout())).unwrap(),
+            Event {
+                event_id: "evt-0001".into(),
+                occurred_at: ts("2024-03-01T12:30:00+08:00"),
+                body: EventBody::Takeout {
+                    platform_id: "P1".into(),
+                    order_id: "ORD-123".into(),
+                    courier_id: "C1".into(),
+                    zone_id: "Z1".into(),
+                    courier_released: true,
+                },
+            }
+        );
+        assert_eq!(
+            decode_str(&object(&import())).unwrap(),
+            Event {
+                event_id: "evt-0002".into(),
+                occurred_at: ts("2023-05-06T01:02:03Z"),
+                body: EventBody::Import {
+                    firm_id: "F1".into(),
+                    waybill_no: "WB0001".into(),
+                    channel: Channel::Mail,
+                },
+            }
+        );
+        assert_eq!(
+            decode_str(&object(&rural())).unwrap(),
+            Event {
+                event_id: "evt-0003".into(),
+                occurred_at: ts("2022-07-01T00:00:00.123+08:00"),
+                body: EventBody::Rural {
+                    firm_id: "F1".into(),
+                    outlet_id: "O1".into(),
+                    waybill_no: "RW0001".into(),
+                },
+            }
+        );
+        // courier_released = false is valid at this stage; the rules reject it later.
+        let released_false = with(takeout(), "courier_released", Some("false"));
+        match decode_str(&object(&released_false)).unwrap().body {
+            EventBody::Takeout {
+                courier_released, ..
+            } => assert!(!courier_released),
+            other => panic!("{other:?}"),
+        }
+        let express = with(import(), "channel", Some(r#""express""#));
+        match decode_str(&object(&express)).unwrap().body {
+            EventBody::Import { channel, .. } => assert_eq!(channel, Channel::Express),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn field_order_and_whitespace_do_not_matter() {
+        let mut pairs = takeout();
+        pairs.reverse();
+        assert_eq!(
+            decode_str(&object(&pairs)).unwrap(),
+            decode_str(&object(&takeout())).unwrap()
+        );
+        let spaced = format!(
+            " \n\t{}\r\n ",
+            object(&takeout())
+                .replace(',', " ,\n  ")
+                .replace(':', " : ")
+        );
+        // The replace above also spaced the colons inside the timestamp value; put them back.
+        let spaced = spaced.replace("12 : 30 : 00+08 : 00", "12:30:00+08:00");
+        assert_eq!(
+            decode_str(&spaced).unwrap(),
+            decode_str(&object(&takeout())).unwrap()
+        );
+    }
+
+    #[test]
+    fn malformed_json_cases() {
+        let cases: &[(&[u8], &[&str])] = &[
+            (b"", &["empty payload"]),
+            (b" ", &["invalid JSON", "EOF", "line 1 column 1"]),
+            (b" \n\t\r\n", &["invalid JSON", "EOF", "line 3"]),
+            (
+                b"{\"type\":\"takeout_order\xff\"}",
+                &["not UTF-8", "index 22"],
+            ),
+            (b"\xff\xfe{}", &["not UTF-8"]),
+            (b"\xef\xbb\xbf{}", &["invalid JSON"]), // a UTF-8 byte order mark is not JSON
+            (b"{", &["invalid JSON", "EOF"]),
+            (b"{\"type\":", &["invalid JSON", "EOF"]),
+            (b"{\"type\":\"takeout_order\"", &["invalid JSON", "EOF"]),
+            (b"{} x", &["trailing characters", "line 1 column 4"]),
+            (b"{}{}", &["trailing characters"]),
+            (b"[] []", &["trailing characters"]),
+            (
+                b"{'type':'takeout_order'}",
+                &["invalid JSON", "line 1 column 2"],
+            ),
+            (b"{\"type\":\"rural_delivery\",}", &["trailing comma"]),
+            (b"{\"a\" 1}", &["expected `:`"]),
+            (b"{\"type\":\"a\nb\"}", &["control character"]),
+            (b"{\"type\":\"\\x41\"}", &["invalid escape"]),
+            (b"{\"event_id\":\"\\ud800\"}", &["invalid JSON"]), // lone surrogate, known field
+            (b"{\"type\":tru}", &["invalid JSON"]),
+            (b"{\"n\":01}", &["invalid JSON"]),
+            (b"{\"n\":NaN}", &["invalid JSON"]),
+            (b"nul", &["invalid JSON"]),
+            (b"takeout_order", &["invalid JSON", "line 1 column 2"]),
+            (b"hello", &["invalid JSON", "expected value"]),
+            (b"\"unterminated", &["EOF"]),
+            (b"1e400", &["number out of range"]), // see the module docs
+        ];
+        for (payload, needles) in cases {
+            assert_rejected(payload, Reason::MalformedJson, needles);
+        }
+    }
+
+    #[test]
+    fn malformed_json_wins_even_after_an_otherwise_valid_event() {
+        let valid = object(&takeout());
+        assert_rejected(
+            format!("{valid}garbage").as_bytes(),
+            Reason::MalformedJson,
+            &["trailing characters"],
+        );
+        let mut bytes = valid.into_bytes();
+        let at = bytes.len() - 5;
+        bytes[at] = 0xC0;
+        assert_rejected(&bytes, Reason::MalformedJson, &["not UTF-8"]);
+    }
+
+    #[test]
+    fn non_objects_are_schema_violations() {
+        let deep_array = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let cases: &[(&str, &str)] = &[
+            ("[]", "array"),
+            ("[{\"type\":\"takeout_order\"}, [1, [2, {}]]]", "array"),
+            ("\"str\"", "string"),
+            ("\"{\\\"type\\\":\\\"takeout_order\\\"}\"", "string"),
+            ("123", "number"),
+            ("-1.5e3", "number"),
+            ("18446744073709551616", "number"),
+            ("null", "null"),
+            ("true", "boolean"),
+            (" false ", "boolean"),
+            // Far deeper than serde_json's recursion limit of 128: still just an array.
+            (&deep_array, "array"),
+        ];
+        for (payload, kind) in cases {
+            assert_rejected(
+                payload.as_bytes(),
+                Reason::SchemaViolation,
+                &["expected a JSON object", &format!("got {kind}")],
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_mistyped_type_is_a_schema_violation() {
+        let cases: &[(&str, &str)] = &[
+            ("{}", "missing"),
+            (
+                "{\"event_id\":\"e1\",\"Type\":\"takeout_order\"}",
+                "missing",
+            ),
+            ("{\"type\":null}", "got null"),
+            ("{\"type\":1}", "got number"),
+            ("{\"type\":true}", "got boolean"),
+            ("{\"type\":[\"takeout_order\"]}", "got array"),
+            ("{\"type\":{\"name\":\"takeout_order\"}}", "got object"),
+        ];
+        for (payload, what) in cases {
+            assert_rejected(
+                payload.as_bytes(),
+                Reason::SchemaViolation,
+                &["field \"type\"", what],
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_type_beats_missing_fields() {
+        let cases: &[(&str, &str)] = &[
+            ("{\"type\":\"parcel\"}", "\"parcel\""),
+            ("{\"type\":\"\"}", "\"\""),
+            ("{\"type\":\"Takeout_Order\"}", "\"Takeout_Order\""),
+            ("{\"type\":\"takeout_order \"}", "\"takeout_order \""),
+            ("{\"type\":\"外卖\",\"event_id\":7}", "\"外卖\""),
+        ];
+        for (payload, echoed) in cases {
+            assert_rejected(
+                payload.as_bytes(),
+                Reason::UnknownType,
+                &["unknown type", echoed],
+            );
+        }
+        // A full, otherwise valid takeout event with another type.
+        let pairs = with(takeout(), "type", Some(r#""takeout""#));
+        assert_rejected(
+            object(&pairs).as_bytes(),
+            Reason::UnknownType,
+            &["\"takeout\""],
+        );
+    }
+
+    #[test]
+    fn every_required_field_missing_null_or_mistyped_is_named() {
+        for base in [takeout(), import(), rural()] {
+            for (key, _) in base.iter().filter(|(k, _)| *k != "type") {
+                let field = format!("field \"{key}\"");
+                let expected = if *key == "courier_released" {
+                    "expected a JSON boolean"
+                } else if *key == "channel" {
+                    "expected \"mail\" or \"express\""
+                } else {
+                    "expected a string"
+                };
+                let missing = with(base.clone(), key, None);
+                assert_rejected(
+                    object(&missing).as_bytes(),
+                    Reason::SchemaViolation,
+                    &[&field, "missing"],
+                );
+                for (value, kind) in [
+                    ("null", "null"),
+                    ("42", "number"),
+                    ("1e400", "number"),
+                    ("[\"P1\"]", "array"),
+                    ("{\"id\":\"P1\"}", "object"),
+                ] {
+                    let pairs = with(base.clone(), key, Some(value));
+                    assert_rejected(
+                        object(&pairs).as_bytes(),
+                        Reason::SchemaViolation,
+                        &[&field, expected, &format!("got {kind}")],
+                    );
+                }
+                if *key != "courier_released" {
+                    let pairs = with(base.clone(), key, Some("false"));
+                    assert_rejected(
+                        object(&pairs).as_bytes(),
+                        Reason::SchemaViolation,
+                        &[&field, "got boolean"],
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn courier_released_must_be_a_json_boolean() {
+        for (value, kind) in [
+            (r#""true""#, "got string"),
+            (r#""false""#, "got string"),
+            ("1", "got number"),
+            ("0", "got number"),
+            ("null", "got null"),
+        ] {
+            let pairs = with(takeout(), "courier_released", Some(value));
+            assert_rejected(
+                object(&pairs).as_bytes(),
+                Reason::SchemaViolation,
+                &["field \"courier_released\": expected a JSON boolean", kind],
+            );
+        }
+        let pairs = with(takeout(), "courier_released", Some(r#""true""#));
+        assert_eq!(
+            decode_str(&object(&pairs)).unwrap_err().detail,
+            r#"field "courier_released": expected a JSON boolean, got string"#
+        );
+    }
+
+    #[test]
+    fn channel_must_be_mail_or_express() {
+        for value in [
+            r#""Mail""#,
+            r#""EXPRESS""#,
+            r#""air""#,
+            r#""""#,
+            r#"" mail""#,
+        ] {
+            let pairs = with(import(), "channel", Some(value));
+            assert_rejected(
+                object(&pairs).as_bytes(),
+                Reason::SchemaViolation,
+                &[
+                    "field \"channel\"",
+                    "expected \"mail\" or \"express\"",
+                    value,
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn occurred_at_needs_rfc3339_with_an_offset() {
+        let accepted = [
+            ("2024-01-01T00:00:00Z", "2024-01-01T00:00:00+00:00"),
+            ("2024-01-01T00:00:00z", "2024-01-01T00:00:00+00:00"),
+            ("2024-01-01t00:00:00Z", "2024-01-01T00:00:00+00:00"),
+            ("2024-01-01 00:00:00Z", "2024-01-01T00:00:00+00:00"),
+            ("2024-01-01T08:00:00+08:00", "2024-01-01T08:00:00+08:00"),
+            ("2023-12-31T19:00:00-05:00", "2023-12-31T19:00:00-05:00"),
+            ("2024-01-01T00:00:00+00:00", "2024-01-01T00:00:00+00:00"),
+            ("2024-01-01T00:00:00-00:00", "2024-01-01T00:00:00+00:00"),
+            ("2024-01-01T00:00:00.5Z", "2024-01-01T00:00:00.500+00:00"),
+            (
+                "2024-01-01T00:00:00.123456789+08:00",
+                "2024-01-01T00:00:00.123456789+08:00",
+            ),
+            (
+                "2024-02-29T23:59:59.999+08:00",
+                "2024-02-29T23:59:59.999+08:00",
+            ),
+            ("2024-03-01T05:45:00+05:45", "2024-03-01T05:45:00+05:45"),
+        ];
+        for (value, expected) in accepted {
+            let pairs = with(takeout(), "occurred_at", Some(&format!("{value:?}")));
+            let event = decode_str(&object(&pairs))
+                .unwrap_or_else(|r| panic!("{value}: {} {}", r.reason, r.detail));
+            assert_eq!(event.occurred_at, ts(expected), "{value}");
+            // The producer's offset is kept, not only the instant.
+            assert_eq!(event.occurred_at.offset(), ts(expected).offset(), "{value}");
+        }
+
+        let rejected = [
+            ("2024-01-01T00:00:00", "has no UTC offset"),
+            ("2024-01-01T08:00:00", "has no UTC offset"),
+            ("2024-01-01T08:00:00.250", "has no UTC offset"),
+            ("2024-01-01 08:00:00", "has no UTC offset"),
+            ("2024-01-01", "is a date without time and UTC offset"),
+            ("2024-01-01Z", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00Z", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00:00+08", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00:00+0800", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00:00+24:00", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00:00 +08:00", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00:00.Z", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00:00ZZ", "not an RFC 3339 timestamp"),
+            ("2024-02-30T00:00:00Z", "not an RFC 3339 timestamp"),
+            ("2023-02-29T00:00:00Z", "not an RFC 3339 timestamp"),
+            ("2024-13-01T00:00:00Z", "not an RFC 3339 timestamp"),
+            ("2024-01-01T24:00:00Z", "not an RFC 3339 timestamp"),
+            ("24-01-01T00:00:00Z", "not an RFC 3339 timestamp"),
+            ("2024/01/01T00:00:00Z", "not an RFC 3339 timestamp"),
+            (
+                "Mon, 01 Jan 2024 00:00:00 +0000",
+                "not an RFC 3339 timestamp",
+            ),
+            ("1704067200", "not an RFC 3339 timestamp"),
+            (" 2024-01-01T00:00:00Z", "not an RFC 3339 timestamp"),
+            ("2024-01-01T00:00:00Z ", "not an RFC 3339 timestamp"),
+            ("", "not an RFC 3339 timestamp"),
+        ];
+        for (value, problem) in rejected {
+            let pairs = with(rural(), "occurred_at", Some(&format!("{value:?}")));
+            assert_rejected(
+                object(&pairs).as_bytes(),
+                Reason::SchemaViolation,
+                &["field \"occurred_at\"", problem, &format!("{value:?}")],
+            );
+        }
+        let pairs = with(import(), "occurred_at", Some(r#""2024-01-01T08:00:00""#));
+        assert_eq!(
+            decode_str(&object(&pairs)).unwrap_err().detail,
+            r#"field "occurred_at": "2024-01-01T08:00:00" has no UTC offset"#
+        );
+        // A JSON number (epoch seconds) is the wrong kind, not a bad timestamp.
+        let pairs = with(import(), "occurred_at", Some("1704067200"));
+        assert_rejected(
+            object(&pairs).as_bytes(),
+            Reason::SchemaViolation,
+            &["field \"occurred_at\": expected a string, got number"],
+        );
+    }
+
+    #[test]
+    fn identifier_character_set_and_length() {
+        let max = "a".repeat(64);
+        let too_long = "a".repeat(65);
+        let accepted = [
+            "a",
+            "Z",
+            "0",
+            "P1",
+            "order.2024-03-01:0001_x",
+            "._:-",
+            "---",
+            "SF1234567890",
+            max.as_str(),
+        ];
+        for id in accepted {
+            assert!(is_identifier(id), "{id:?}");
+        }
+        let rejected = [
+            "",
+            too_long.as_str(),
+            " ",
+            "a b",
+            " P1",
+            "P1 ",
+            "a/b",
+            "a\\b",
+            "a+b",
+            "a@b",
+            "a#b",
+            "a\tb",
+            "a\nb",
+            "a\u{0}b",
+            "外卖",
+            "P1号",
+            "é",
+            "ａ", // full-width a
+        ];
+        for id in rejected {
+            assert!(!is_identifier(id), "{id:?}");
+        }
+        // 64 characters whose UTF-8 is longer than 64 bytes are still rejected (not ASCII).
+        assert!(!is_identifier(&"é".repeat(32)));
+    }
+
+    #[test]
+    fn every_identifier_field_is_checked() {
+        let bases = [takeout(), import(), rural()];
+        let identifier_keys = [
+            "event_id",
+            "platform_id",
+            "order_id",
+            "courier_id",
+            "zone_id",
+            "firm_id",
+            "outlet_id",
+            "waybill_no",
+        ];
+        let max = format!("{:?}", "9".repeat(64));
+        let too_long = format!("{:?}", "9".repeat(65));
+        for base in bases {
+            for (key, _) in base.iter().filter(|(k, _)| identifier_keys.contains(k)) {
+                let field = format!("field \"{key}\"");
+                let pairs = with(base.clone(), key, Some(&max));
+                assert!(decode_str(&object(&pairs)).is_ok(), "{key} 64 chars");
+                for (value, problem) in [
+                    (too_long.as_str(), "is not an identifier"),
+                    (r#""""#, "empty identifier"),
+                    (r#""a b""#, "is not an identifier"),
+                    (r#""a/b""#, "is not an identifier"),
+                    (r#""外卖""#, "is not an identifier"),
+                    (r#""P1\n""#, "is not an identifier"),
+                ] {
+                    let pairs = with(base.clone(), key, Some(value));
+                    assert_rejected(
+                        object(&pairs).as_bytes(),
+                        Reason::SchemaViolation,
+                        &[&field, problem],
+                    );
+                }
+            }
+        }
+        let pairs = with(takeout(), "order_id", Some(r#""a/b""#));
+        assert_eq!(
+            decode_str(&object(&pairs)).unwrap_err().detail,
+            r#"field "order_id": "a/b" is not an identifier (1-64 characters of A-Z a-z 0-9 . _ : -)"#
+        );
+    }
+
+    #[test]
+    fn fields_are_checked_in_the_documented_order() {
+        // (payload, the field the rejection must name)
+        let cases: Vec<(Pairs, &str)> = vec![
+            // event_id before occurred_at.
+            (
+                with(
+                    with(takeout(), "event_id", None),
+                    "occurred_at",
+                    Some(r#""2024-01-01""#),
+                ),
+                "event_id",
+            ),
+            // A bad occurred_at before a missing type field.
+            (
+                with(
+                    with(takeout(), "platform_id", None),
+                    "occurred_at",
+                    Some(r#""2024-01-01""#),
+                ),
+                "occurred_at",
+            ),
+            // A bad event_id before a bad occurred_at.
+            (
+                with(
+                    with(rural(), "event_id", Some(r#""e 1""#)),
+                    "occurred_at",
+                    Some("null"),
+                ),
+                "event_id",
+            ),
+            // Takeout: platform_id, order_id, courier_id, zone_id, courier_released.
+            (
+                raw(&[
+                    ("type", r#""takeout_order""#),
+                    ("event_id", r#""e""#),
+                    ("occurred_at", r#""2024-01-01T00:00:00Z""#),
+                ]),
+                "platform_id",
+            ),
+            (
+                with(
+                    with(takeout(), "order_id", Some("1")),
+                    "courier_released",
+                    None,
+                ),
+                "order_id",
+            ),
+            (
+                with(with(takeout(), "courier_id", None), "zone_id", None),
+                "courier_id",
+            ),
+            (
+                with(
+                    with(takeout(), "zone_id", Some(r#""z/1""#)),
+                    "courier_released",
+                    Some(r#""yes""#),
+                ),
+                "zone_id",
+            ),
+            // Import: firm_id, waybill_no, channel.
+            (
+                raw(&[
+                    ("type", r#""import_parcel""#),
+                    ("event_id", r#""e""#),
+                    ("occurred_at", r#""2024-01-01T00:00:00Z""#),
+                ]),
+                "firm_id",
+            ),
+            (
+                with(
+                    with(import(), "waybill_no", None),
+                    "channel",
+                    Some(r#""air""#),
+                ),
+                "waybill_no",
+            ),
+            // Rural: firm_id, outlet_id, waybill_no.
+            (
+                raw(&[
+                    ("type", r#""rural_delivery""#),
+                    ("event_id", r#""e""#),
+                    ("occurred_at", r#""2024-01-01T00:00:00Z""#),
+                ]),
+                "firm_id",
+            ),
+            (
+                with(with(rural(), "outlet_id", None), "waybill_no", None),
+                "outlet_id",
+            ),
+        ];
+        for (pairs, field) in cases {
+            assert_rejected(
+                object(&pairs).as_bytes(),
+                Reason::SchemaViolation,
+                &[&format!("field \"{field}\"")],
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_foreign_fields_are_ignored() {
+        let expected = decode_str(&object(&takeout())).unwrap();
+        let extras: &[(&str, &str)] = &[
+            ("note", r#""外卖 order, 封控区""#),
+            ("amount", "12.5"),
+            ("huge", "1e400"),
+            ("big_int", "123456789012345678901234567890"),
+            ("flag", "null"),
+            (
+                "nested",
+                r#"{"a":[1,{"b":[null,true,{"c":"\u00e9\ud800"}]}],"type":"x"}"#,
+            ),
+            ("list", r#"[[[[[]]]],{},"",-0.0]"#),
+            // Fields of the other event types are ignored for takeout orders, even if bad.
+            ("channel", r#""air""#),
+            ("firm_id", "17"),
+            ("outlet_id", "null"),
+            ("waybill_no", r#""a b""#),
+            ("", r#""empty key""#),
+        ];
+        for (key, value) in extras {
+            let mut pairs = takeout();
+            pairs.insert(1, (key, (*value).to_owned()));
+            assert_eq!(
+                decode_str(&object(&pairs)).as_ref(),
+                Ok(&expected),
+                "{key}: {value}"
+            );
+        }
+        // Nesting far deeper than serde_json's recursion limit, in an unknown field.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let mut pairs = takeout();
+        pairs.push(("deep", deep));
+        assert_eq!(decode_str(&object(&pairs)).as_ref(), Ok(&expected));
+    }
+
+    #[test]
+    fn deeply_nested_known_field_is_the_wrong_kind() {
+        let deep = format!("{}0{}", "[".repeat(5_000), "]".repeat(5_000));
+        let pairs = with(takeout(), "zone_id", Some(&deep));
+        assert_rejected(
+            object(&pairs).as_bytes(),
+            Reason::SchemaViolation,
+            &["field \"zone_id\": expected a string, got array"],
+        );
+    }
+
+    #[test]
+    fn the_last_duplicate_key_wins() {
+        let mut pairs = takeout();
+        pairs.insert(3, ("courier_id", r#""FIRST""#.to_owned()));
+        pairs.push(("courier_id", r#""LAST""#.to_owned()));
+        match decode_str(&object(&pairs)).unwrap().body {
+            EventBody::Takeout { courier_id, .. } => assert_eq!(courier_id, "LAST"),
+            other => panic!("{other:?}"),
+        }
+        // An earlier bad value is overridden by a later good one, and vice versa.
+        let mut pairs = takeout();
+        pairs.insert(0, ("courier_released", r#""yes""#.to_owned()));
+        assert!(decode_str(&object(&pairs)).is_ok());
+        let mut pairs = takeout();
+        pairs.push(("courier_released", "null".to_owned()));
+        assert_rejected(
+            object(&pairs).as_bytes(),
+            Reason::SchemaViolation,
+            &["courier_released", "got null"],
+        );
+        // The type too.
+        let mut pairs = rural();
+        pairs.insert(0, ("type", r#""bogus""#.to_owned()));
+        assert!(decode_str(&object(&pairs)).is_ok());
+    }
+
+    #[test]
+    fn escaped_values_decode_to_their_characters() {
+        let payload = r#"{"ty\u0070e":"takeout\u005forder","event_id":"e\u002d1",
+            "occurred_at":"2024-03-01T12:30:00\u002B08:00","platform_id":"P\u0031",
+            "order_id":"O1","courier_id":"C1","zone_id":"Z1","courier_released":true}"#;
+        let event = decode_str(payload).unwrap();
+        assert_eq!(event.event_id, "e-1");
+        assert_eq!(event.occurred_at, ts("2024-03-01T12:30:00+08:00"));
+        match event.body {
+            EventBody::Takeout { platform_id, .. } => assert_eq!(platform_id, "P1"),
+            other => panic!("{other:?}"),
+        }
+        let slash = with(takeout(), "event_id", Some(r#""e\/1""#));
+        assert_rejected(
+            object(&slash).as_bytes(),
+            Reason::SchemaViolation,
+            &[r#"field "event_id": "e/1" is not an identifier"#],
+        );
+    }
+
+    #[test]
+    fn echoed_values_are_truncated() {
+        let long = "x".repeat(500);
+        let pairs = with(takeout(), "type", Some(&format!("{long:?}")));
+        let detail = decode_str(&object(&pairs)).unwrap_err().detail;
+        assert!(detail.len() < 160, "{detail}");
+        assert!(
+            detail.contains(&format!("\"{}\"…", "x".repeat(80))),
+            "{detail}"
+        );
+
+        let long = "时".repeat(500);
+        let pairs = with(takeout(), "occurred_at", Some(&format!("{long:?}")));
+        let detail = decode_str(&object(&pairs)).unwrap_err().detail;
+        assert!(detail.chars().count() < 200, "{detail}");
+
+        let pairs = with(takeout(), "courier_id", Some(r#""a\u0000b""#));
+        let detail = decode_str(&object(&pairs)).unwrap_err().detail;
+        assert!(
+            detail.contains(r#""a\0b""#),
+            "control characters are escaped: {detail}"
+        );
+    }
+}

@@ -16,7 +16,11 @@
 pub mod decode;
 pub mod dedup;
 pub mod domain;
+pub mod ingest;
+pub mod kafka;
 pub mod policy;
 pub mod refdata;
+pub mod report;
 pub mod rules;
 pub mod sample;
+pub mod store;

@@ -68,8 +68,8 @@ pub fn rate_fen(program: Program) -> i64 {
 pub fn cap_fen_per_year(program: Program) -> Option<i64> {
     match program {
         Program::TakeoutOrder => None,
-        Program::ImportParcel => Some(200_000_00),
-        Program::RuralDelivery => Some(30_000_00),
+        Program::ImportParcel => Some(20_000_000),
+        Program::RuralDelivery => Some(3_000_000),
     }
 }
 
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(district_share_fen(1, "330102"), 0);
         assert_eq!(district_share_fen(3, "330102"), 2);
         // The import cap, 200,000.00 yuan, in a 75 % district.
-        assert_eq!(district_share_fen(200_000_00, "330110"), 150_000_00);
+        assert_eq!(district_share_fen(20_000_000, "330110"), 15_000_000);
         // 0.3 yuan x 7 = 2.10 yuan at 75 % = 157.5 fen -> 158.
         assert_eq!(district_share_fen(210, "330127"), 158);
         assert_eq!(district_share_percent("330106"), 50);

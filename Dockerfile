@@ -1,0 +1,32 @@
+# Builds the `subsidy-ingester` binary and ships it in a small Debian image.
+# Used by docker-compose.yml (service `ingester`); plain `docker build .` works too.
+# Only classic Dockerfile features are used, so it also builds without BuildKit.
+
+# --- build stage -------------------------------------------------------------
+FROM rust:1.89-bookworm AS builder
+
+# rdkafka builds its bundled librdkafka from source: a C toolchain, make,
+# pkg-config and zlib headers (cmake only for the optional cmake-build feature).
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        build-essential cmake pkg-config zlib1g-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin subsidy-ingester \
+    && cp target/release/subsidy-ingester /usr/local/bin/subsidy-ingester
+
+# --- runtime stage -----------------------------------------------------------
+FROM debian:bookworm-slim
+
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates zlib1g \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --no-create-home --shell /usr/sbin/nologin ingester
+
+COPY --from=builder /usr/local/bin/subsidy-ingester /usr/local/bin/subsidy-ingester
+
+USER ingester
+CMD ["subsidy-ingester", "run"]

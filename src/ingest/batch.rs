@@ -1,0 +1,139 @@
+//! One batch: the encoded outcome rows, the dead letters, and how far each partition got.
+//!
+//! A batch is bounded three ways — rows, bytes and age — so memory stays bounded and a
+//! quiet feed still lands within `flush_interval_ms`.
+
+use crate::domain::Reason;
+use crate::store::outcomes::OutcomeRow;
+use crate::store::rowbinary::RowBinaryWriter;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// When a batch is shipped.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Ship once this many rows are buffered. Must stay below ClickHouse's
+    /// `max_insert_block_size` (1,048,576) so one batch is one block.
+    pub rows_max: usize,
+    /// Ship once the encoded rows take this many bytes.
+    pub bytes_max: usize,
+    /// Ship a non-empty batch this long after its first row.
+    pub flush_interval: Duration,
+}
+
+/// A rejected message, on its way to the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: Reason,
+    pub detail: String,
+    pub payload: Vec<u8>,
+    pub received_at_unix_s: u32,
+}
+
+/// Rows and dead letters of one batch, plus where each partition resumes after it.
+#[derive(Debug)]
+pub struct Batch {
+    rows: RowBinaryWriter,
+    row_count: usize,
+    dead_letters: Vec<DeadLetter>,
+    /// topic → partition → offset of the next message after this batch.
+    next_offsets: BTreeMap<String, BTreeMap<i32, i64>>,
+    accepted: u64,
+    rejected_by_reason: [u64; Reason::ALL.len()],
+    first_row_at: Option<Instant>,
+}
+
+impl Batch {
+    /// An empty batch whose buffer can take `bytes` without growing.
+    pub fn with_capacity(bytes: usize) -> Batch {
+        Batch {
+            rows: RowBinaryWriter::with_capacity(bytes),
+            row_count: 0,
+            dead_letters: Vec::new(),
+            next_offsets: BTreeMap::new(),
+            accepted: 0,
+            rejected_by_reason: [0; Reason::ALL.len()],
+            first_row_at: None,
+        }
+    }
+
+    /// Adds one message's outcome row; rows of one partition must arrive in offset order.
+    pub fn push(&mut self, row: &OutcomeRow<'_>, rejection: Option<Reason>) {
+        if self.first_row_at.is_none() {
+            self.first_row_at = Some(Instant::now());
+        }
+        row.encode(&mut self.rows);
+        self.row_count += 1;
+        match rejection {
+            None => self.accepted += 1,
+            Some(reason) => self.rejected_by_reason[reason as usize] += 1,
+        }
+        let next = row.offset as i64 + 1;
+        // Look up by &str first so only a topic's first row in a batch allocates its name.
+        let partitions = match self.next_offsets.get_mut(row.topic) {
+            Some(partitions) => partitions,
+            None => self.next_offsets.entry(row.topic.to_string()).or_default(),
+        };
+        let slot = partitions.entry(row.partition as i32).or_insert(next);
+        *slot = (*slot).max(next);
+    }
+
+    /// Queues a dead letter for the message just pushed.
+    pub fn push_dead_letter(&mut self, dead_letter: DeadLetter) {
+        self.dead_letters.push(dead_letter);
+    }
+
+    /// Returns true if and only if a limit of rows or bytes is reached.
+    pub fn is_full(&self, limits: &BatchLimits) -> bool {
+        self.row_count >= limits.rows_max || self.rows.len() >= limits.bytes_max
+    }
+
+    /// Returns true if and only if the batch holds rows older than `flush_interval`.
+    pub fn is_due(&self, limits: &BatchLimits) -> bool {
+        self.first_row_at
+            .is_some_and(|t| t.elapsed() >= limits.flush_interval)
+    }
+
+    /// Number of rows (= consumed messages) in the batch.
+    pub fn len(&self) -> usize {
+        self.row_count
+    }
+
+    /// Returns true if and only if the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.row_count == 0
+    }
+
+    /// Encoded size of the rows, bytes.
+    pub fn bytes(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Accepted units in the batch.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Rejections per reason, indexed like [`Reason::ALL`].
+    pub fn rejected_by_reason(&self) -> &[u64; Reason::ALL.len()] {
+        &self.rejected_by_reason
+    }
+
+    /// The dead letters.
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead_letters
+    }
+
+    /// Where each partition resumes after this batch.
+    pub fn next_offsets(&self) -> &BTreeMap<String, BTreeMap<i32, i64>> {
+        &self.next_offsets
+    }
+
+    /// Takes the encoded rows out, leaving the batch's other fields intact.
+    pub fn take_rows(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.rows).into_inner()
+    }
+}

@@ -1,0 +1,21 @@
+//! `run`: the ingest service. Kafka → decode → rules → dedup → ClickHouse, with the
+//! outcome rows as the checkpoint.
+//!
+//! - [`process`]: one message → one outcome row (and a dead letter if rejected). Pure but
+//!   for the dedup index it updates.
+//! - [`batch`]: rows, dead letters and commit positions of one bounded batch.
+//! - [`context`]: the consumer context: seeks every assigned partition to where ClickHouse
+//!   says it resumes.
+//! - [`flusher`]: makes a batch durable: dead letters to Kafka, rows to ClickHouse, then an
+//!   advisory Kafka commit; retries with bounded backoff.
+//! - [`service`]: wiring, the poll loop, signals and shutdown.
+
+pub mod batch;
+pub mod context;
+pub mod flusher;
+pub mod process;
+pub mod service;
+pub mod stats;
+
+pub use service::{run, RunError, RunSettings};
+pub use stats::RunSummary;

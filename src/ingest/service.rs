@@ -1,0 +1,335 @@
+//! The `run` service: wiring, the poll loop, signals and shutdown.
+//!
+//! One thread polls Kafka and processes messages (decode, rules and dedup are cheap and
+//! must see messages in order); a tokio task flushes finished batches. A bounded channel
+//! of `batches_in_flight_max` batches between them bounds memory: when ClickHouse is slow
+//! or down, the poll loop waits instead of buffering more.
+
+use super::batch::{Batch, BatchLimits};
+use super::context::IngestContext;
+use super::flusher::{FlushError, Flusher};
+use super::process::{Consumed, Processor};
+use super::stats::{RunSummary, Stats};
+use crate::dedup::{SourceRef, UnitIndex};
+use crate::domain::Program;
+use crate::kafka::{KafkaConfig, KafkaSetupError};
+use crate::store::outcomes::{for_each_stored_unit, resume_offset};
+use crate::store::{migrate, refdata_store, Store, StoreConfig, StoreError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// How long one `poll` waits for a message before the loop checks timers and signals.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How often an idle loop asks the broker whether it has caught up (`until_caught_up`).
+const CAUGHT_UP_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often progress is logged.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Settings of `run`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub kafka: KafkaConfig,
+    pub store: StoreConfig,
+    /// Topics to consume; any topic may carry any event type.
+    pub topics: Vec<String>,
+    /// Where rejected messages are also sent.
+    pub dlq_topic: String,
+    pub limits: BatchLimits,
+    /// Finished batches waiting for the flusher, at most.
+    pub batches_in_flight_max: usize,
+    /// Cap of the exponential backoff between retries.
+    pub retry_backoff_max: Duration,
+    /// Exit once every assigned partition is consumed up to its high watermark
+    /// (for demos, tests and benchmarks); otherwise run until SIGTERM/SIGINT.
+    pub until_caught_up: bool,
+}
+
+/// Why `run` failed. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    #[error("no reference data in database `{0}`: run `subsidy-ingester refdata load --firms F --outlets O --zones Z` first")]
+    NoRefData(String),
+    #[error("cannot subscribe to {topics:?}: {detail}")]
+    Subscribe { topics: Vec<String>, detail: String },
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+    #[error("the flusher stopped unexpectedly: {0}")]
+    FlusherGone(String),
+}
+
+/// Runs until a shutdown is requested (or, with `until_caught_up`, until caught up), then
+/// flushes what was consumed and returns the summary. `shutdown` is set by signal handlers.
+pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
+    let store = Store::connect(&settings.store).await?;
+    migrate::ensure_migrated(&store).await?;
+    let refdata = refdata_store::load_current(&store).await?;
+    if refdata.firms.is_empty() && refdata.outlets.is_empty() && refdata.zones.is_empty() {
+        return Err(RunError::NoRefData(store.database().to_string()));
+    }
+    settings.kafka.check_reachable(Duration::from_secs(10))?;
+    settings
+        .kafka
+        .ensure_topics(&[settings.dlq_topic.as_str()], 1)
+        .await?;
+
+    let index = load_unit_index(&store).await?;
+    tracing::info!(message = "Starting.", firms = refdata.firms.len(), outlets = refdata.outlets.len(), zones = refdata.zones.len(), units_paid = index.len(), topics = ?settings.topics);
+    let processor = Processor::new(refdata, index);
+
+    let handle = tokio::runtime::Handle::current();
+    let lookup_store = store.clone();
+    let lookup_handle = handle.clone();
+    let context = IngestContext::new(
+        Box::new(move |topic, partition| {
+            lookup_handle.block_on(resume_offset(&lookup_store, topic, partition as u32))
+        }),
+        shutdown.clone(),
+        settings.retry_backoff_max,
+    );
+    let consumer = Arc::new(settings.kafka.ingest_consumer(context)?);
+    let topic_refs: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|e| RunError::Subscribe {
+            topics: settings.topics.clone(),
+            detail: e.to_string(),
+        })?;
+
+    let stats = Arc::new(Stats::default());
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(settings.batches_in_flight_max.max(1));
+    let flusher = Flusher {
+        store: store.clone(),
+        producer: settings.kafka.producer()?,
+        dlq_topic: settings.dlq_topic.clone(),
+        consumer: consumer.clone(),
+        stats: stats.clone(),
+        retry_backoff_max: settings.retry_backoff_max,
+    };
+    let flusher_shutdown = shutdown.clone();
+    let flusher_task = tokio::spawn(async move {
+        while let Some(batch) = batch_rx.recv().await {
+            if let Err(error) = flusher.flush(batch).await {
+                // Stop the poll loop; what was not flushed is re-read on the next start.
+                flusher_shutdown.store(true, Ordering::Relaxed);
+                return Err(error);
+            }
+        }
+        Ok(())
+    });
+    let progress_task = tokio::spawn(log_progress(stats.clone()));
+
+    let loop_consumer = consumer.clone();
+    let loop_stats = stats.clone();
+    let loop_shutdown = shutdown.clone();
+    let loop_settings = settings.clone();
+    let poll_thread = tokio::task::spawn_blocking(move || {
+        poll_loop(
+            &loop_consumer,
+            processor,
+            &batch_tx,
+            &loop_settings,
+            &loop_stats,
+            &loop_shutdown,
+        )
+    });
+    let poll_result = poll_thread
+        .await
+        .map_err(|e| RunError::FlusherGone(format!("poll loop panicked: {e}")))?;
+    // The loop dropped its sender: the flusher drains what is queued, then ends.
+    let flush_result = flusher_task
+        .await
+        .map_err(|e| RunError::FlusherGone(e.to_string()))?;
+    progress_task.abort();
+    consumer.unsubscribe();
+    flush_result?;
+    let processor = poll_result?;
+    Ok(stats.summary(processor.units_indexed() as u64))
+}
+
+/// Rebuilds the paid-unit index from the `outcomes` table.
+async fn load_unit_index(store: &Store) -> Result<UnitIndex, StoreError> {
+    let started = Instant::now();
+    let mut index = UnitIndex::new();
+    let rows = for_each_stored_unit(store, |unit| {
+        if let Some(program) = Program::from_type(&unit.program) {
+            let source = SourceRef {
+                topic: &unit.topic,
+                partition: unit.partition,
+                offset: unit.offset,
+            };
+            index.record_stored(program, &unit.unit_key, source);
+        }
+    })
+    .await?;
+    tracing::info!(
+        message = "Dedup index rebuilt.",
+        rows,
+        units = index.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64
+    );
+    Ok(index)
+}
+
+/// Next offset to process per assigned partition: topic → partition → offset.
+type Positions = HashMap<String, HashMap<i32, i64>>;
+
+fn poll_loop(
+    consumer: &BaseConsumer<IngestContext>,
+    mut processor: Processor,
+    batch_tx: &mpsc::Sender<Batch>,
+    settings: &RunSettings,
+    stats: &Stats,
+    shutdown: &AtomicBool,
+) -> Result<Processor, RunError> {
+    let batch_capacity = settings.limits.bytes_max.min(64 << 20);
+    let mut batch = Batch::with_capacity(batch_capacity);
+    let mut positions: Positions = HashMap::new();
+    let mut last_caught_up_check = Instant::now();
+    loop {
+        if shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(changes) = consumer.context().take_changes() {
+            for (topic, partition) in changes.revoked {
+                if let Some(partitions) = positions.get_mut(&topic) {
+                    partitions.remove(&partition);
+                }
+            }
+            for (topic, partition, next) in changes.assigned {
+                let partitions = positions.entry(topic).or_default();
+                match next {
+                    Some(next) => partitions.insert(partition, next),
+                    None => partitions.remove(&partition),
+                };
+            }
+        }
+        match consumer.poll(POLL_TIMEOUT) {
+            None => {
+                if settings.until_caught_up
+                    && last_caught_up_check.elapsed() >= CAUGHT_UP_CHECK_INTERVAL
+                {
+                    last_caught_up_check = Instant::now();
+                    if is_caught_up(consumer, &positions) {
+                        tracing::info!(message = "Caught up with every assigned partition.");
+                        break;
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(message = "Kafka consumer error.", %error);
+            }
+            Some(Ok(message)) => {
+                stats.message_consumed();
+                let topic = message.topic();
+                let partition = message.partition();
+                let offset = message.offset();
+                let partitions = match positions.get_mut(topic) {
+                    Some(partitions) => partitions,
+                    None => positions.entry(topic.to_string()).or_default(),
+                };
+                match partitions.get(&partition) {
+                    // Already durable (a redelivery): it has its place already.
+                    Some(&next) if offset < next => {
+                        stats
+                            .skipped_already_durable
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    _ => {}
+                }
+                partitions.insert(partition, offset + 1);
+                let consumed = Consumed {
+                    topic,
+                    partition,
+                    offset,
+                    payload: message.payload().unwrap_or(&[]),
+                    received_at_unix_s: now_unix_s(),
+                };
+                processor.process(consumed, &mut batch);
+                if batch.is_full(&settings.limits) {
+                    ship(&mut batch, batch_tx, batch_capacity)?;
+                }
+            }
+        }
+        if batch.is_due(&settings.limits) {
+            ship(&mut batch, batch_tx, batch_capacity)?;
+        }
+    }
+    if !batch.is_empty() {
+        ship(&mut batch, batch_tx, batch_capacity)?;
+    }
+    Ok(processor)
+}
+
+/// Hands the batch to the flusher (waiting while `batches_in_flight_max` are queued).
+fn ship(
+    batch: &mut Batch,
+    batch_tx: &mpsc::Sender<Batch>,
+    capacity: usize,
+) -> Result<(), RunError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let full = std::mem::replace(batch, Batch::with_capacity(capacity));
+    batch_tx
+        .blocking_send(full)
+        .map_err(|_| RunError::FlusherGone("flusher stopped; see the error above".into()))
+}
+
+/// Returns true if and only if partitions are assigned and each one's next offset has
+/// reached its high watermark.
+fn is_caught_up(consumer: &BaseConsumer<IngestContext>, positions: &Positions) -> bool {
+    let Ok(assignment) = consumer.assignment() else {
+        return false;
+    };
+    if assignment.count() == 0 {
+        return false;
+    }
+    assignment.elements().iter().all(|element| {
+        let (topic, partition) = (element.topic(), element.partition());
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok((low, high)) => {
+                let next = positions
+                    .get(topic)
+                    .and_then(|p| p.get(&partition))
+                    .copied()
+                    .unwrap_or(low);
+                next >= high
+            }
+            Err(_) => false,
+        }
+    })
+}
+
+fn now_unix_s() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+}
+
+async fn log_progress(stats: Arc<Stats>) {
+    let mut ticker = tokio::time::interval(PROGRESS_LOG_INTERVAL);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let consumed = stats.consumed.load(Ordering::Relaxed);
+        let accepted = stats.durable_accepted.load(Ordering::Relaxed);
+        let rejected = stats.durable_rejected.load(Ordering::Relaxed);
+        tracing::info!(
+            message = "Progress.",
+            consumed,
+            accepted,
+            rejected,
+            batches = stats.batches.load(Ordering::Relaxed)
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! Counters of one `run`, shared by the poll loop and the flusher, and the summary printed
+//! at exit (one JSON line on stdout, for scripts and the benchmark).
+
+use crate::domain::Reason;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Live counters. Every consumed message is counted once: as durable (accepted or
+/// rejected) once its batch landed, or as skipped when it was already durable.
+#[derive(Default)]
+pub struct Stats {
+    pub consumed: AtomicU64,
+    pub skipped_already_durable: AtomicU64,
+    pub durable_accepted: AtomicU64,
+    pub durable_rejected: AtomicU64,
+    pub batches: AtomicU64,
+    pub insert_retries: AtomicU64,
+    pub dead_letters: AtomicU64,
+    rejected_by_reason: Mutex<[u64; Reason::ALL.len()]>,
+    first_message_at: Mutex<Option<Instant>>,
+    last_durable_at: Mutex<Option<Instant>>,
+}
+
+impl Stats {
+    /// Notes that a message was consumed now.
+    pub fn message_consumed(&self) {
+        if self.consumed.fetch_add(1, Ordering::Relaxed) == 0 {
+            *self.first_message_at.lock().expect("stats poisoned") = Some(Instant::now());
+        }
+    }
+
+    /// Notes a batch that became durable.
+    pub fn batch_durable(&self, accepted: u64, rejected_by_reason: &[u64; Reason::ALL.len()]) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.durable_accepted.fetch_add(accepted, Ordering::Relaxed);
+        let rejected: u64 = rejected_by_reason.iter().sum();
+        self.durable_rejected.fetch_add(rejected, Ordering::Relaxed);
+        let mut by_reason = self.rejected_by_reason.lock().expect("stats poisoned");
+        for (total, add) in by_reason.iter_mut().zip(rejected_by_reason) {
+            *total += add;
+        }
+        *self.last_durable_at.lock().expect("stats poisoned") = Some(Instant::now());
+    }
+
+    /// The summary of the run so far.
+    pub fn summary(&self, units_indexed: u64) -> RunSummary {
+        let first = *self.first_message_at.lock().expect("stats poisoned");
+        let last = *self.last_durable_at.lock().expect("stats poisoned");
+        let active_seconds = match (first, last) {
+            (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
+            _ => 0.0,
+        };
+        let durable = self.durable_accepted.load(Ordering::Relaxed)
+            + self.durable_rejected.load(Ordering::Relaxed);
+        let by_reason = self.rejected_by_reason.lock().expect("stats poisoned");
+        RunSummary {
+            consumed: self.consumed.load(Ordering::Relaxed),
+            skipped_already_durable: self.skipped_already_durable.load(Ordering::Relaxed),
+            accepted: self.durable_accepted.load(Ordering::Relaxed),
+            rejected: self.durable_rejected.load(Ordering::Relaxed),
+            rejected_by_reason: Reason::ALL
+                .iter()
+                .zip(by_reason.iter())
+                .filter(|(_, n)| **n > 0)
+                .map(|(r, n)| (r.as_str().to_string(), *n))
+                .collect(),
+            batches: self.batches.load(Ordering::Relaxed),
+            insert_retries: self.insert_retries.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            units_indexed,
+            active_seconds,
+            events_per_second: if active_seconds > 0.0 {
+                (durable as f64 / active_seconds).round() as u64
+            } else {
+                0
+            },
+            peak_rss_bytes: peak_rss_bytes(),
+        }
+    }
+}
+
+/// What one `run` did; printed as one JSON line on stdout at exit.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RunSummary {
+    /// Messages taken from Kafka.
+    pub consumed: u64,
+    /// Messages skipped because ClickHouse already held their outcome (a redelivery).
+    pub skipped_already_durable: u64,
+    /// Accepted units made durable.
+    pub accepted: u64,
+    /// Rejected messages made durable.
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    pub batches: u64,
+    pub insert_retries: u64,
+    pub dead_letters: u64,
+    /// Units in the dedup index at exit (all paid units, including earlier runs').
+    pub units_indexed: u64,
+    /// Seconds from the first consumed message to the last durable batch.
+    pub active_seconds: f64,
+    /// Durable messages per second over `active_seconds`.
+    pub events_per_second: u64,
+    /// Peak resident memory of this process (`VmHWM`), bytes; 0 where unknown.
+    pub peak_rss_bytes: u64,
+}
+
+/// The process's peak resident set size from `/proc/self/status` (Linux), bytes.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -1,0 +1,186 @@
+//! Kafka clients, configured in one place: the ingest consumer, the dead-letter and
+//! sample producers, the benchmark's plain consumer, and topic creation.
+//!
+//! librdkafka's defaults are tuned for long-lived clusters; against a single local broker
+//! a group with the default 45 s session takes ~23 s to form, so the session and heartbeat
+//! are settings (`session_timeout_ms`, `heartbeat_interval_ms`).
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use std::time::Duration;
+
+/// Connection and group settings shared by every client.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]` of the bootstrap brokers.
+    pub brokers: String,
+    /// Consumer group of the ingesters; instances with one group share the partitions.
+    pub group_id: String,
+    /// Consumer session timeout; a dead instance's partitions move after this long.
+    pub session_timeout_ms: u64,
+    /// Heartbeat interval; must be well below `session_timeout_ms` (a third or less).
+    pub heartbeat_interval_ms: u64,
+}
+
+/// What went wrong with Kafka, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// A client could not be created from the configuration.
+    #[error("cannot create the Kafka {client}: {source}")]
+    Client {
+        client: &'static str,
+        source: KafkaError,
+    },
+    /// The broker did not answer.
+    #[error("Kafka broker(s) at {brokers} unreachable: {detail}; start the broker (scripts/services.sh start) or set SUBSIDY_KAFKA_BROKERS")]
+    Unreachable { brokers: String, detail: String },
+    /// Topic creation failed for a reason other than "already exists".
+    #[error("cannot create topic {topic}: {detail}")]
+    CreateTopic { topic: String, detail: String },
+    /// The heartbeat is not well below the session timeout.
+    #[error("heartbeat_interval_ms ({heartbeat_ms}) must be at most a third of session_timeout_ms ({session_ms})")]
+    HeartbeatTooSlow { heartbeat_ms: u64, session_ms: u64 },
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> Result<(), KafkaSetupError> {
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms {
+            return Err(KafkaSetupError::HeartbeatTooSlow {
+                heartbeat_ms: self.heartbeat_interval_ms,
+                session_ms: self.session_timeout_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The ingest consumer: manual offsets only (the outcome rows in ClickHouse are the
+    /// checkpoint; Kafka commits are advisory, for lag monitoring), earliest on a new group.
+    pub fn ingest_consumer<C: ConsumerContext>(
+        &self,
+        context: C,
+    ) -> Result<BaseConsumer<C>, KafkaSetupError> {
+        self.validate()?;
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                self.heartbeat_interval_ms.to_string(),
+            )
+            // Bounded prefetch: at most 32 MiB of messages buffered by librdkafka.
+            .set("queued.max.messages.kbytes", "32768")
+            .set("fetch.max.bytes", "16777216")
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .create_with_context(context)
+            .map_err(|source| KafkaSetupError::Client {
+                client: "consumer",
+                source,
+            })
+    }
+
+    /// A plain consumer in its own group that reads from the start (benchmark baseline).
+    pub fn plain_consumer(&self, group_id: &str) -> Result<BaseConsumer, KafkaSetupError> {
+        self.validate()?;
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                self.heartbeat_interval_ms.to_string(),
+            )
+            .set("queued.max.messages.kbytes", "32768")
+            .set("fetch.max.bytes", "16777216")
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                client: "consumer",
+                source,
+            })
+    }
+
+    /// A producer that waits for the broker's acknowledgement of every message
+    /// (dead letters must not be lost) and batches for throughput.
+    pub fn producer(&self) -> Result<FutureProducer, KafkaSetupError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.kbytes", "262144")
+            .set("message.timeout.ms", "120000")
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                client: "producer",
+                source,
+            })
+    }
+
+    /// Checks that a broker answers, within `timeout`.
+    pub fn check_reachable(&self, timeout: Duration) -> Result<(), KafkaSetupError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                client: "metadata client",
+                source,
+            })?;
+        use rdkafka::consumer::Consumer;
+        consumer
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|e| KafkaSetupError::Unreachable {
+                brokers: self.brokers.clone(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Creates the topics that do not exist yet, with `partitions` partitions each.
+    pub async fn ensure_topics(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+    ) -> Result<(), KafkaSetupError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                client: "admin client",
+                source,
+            })?;
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(|e| KafkaSetupError::Unreachable {
+                brokers: self.brokers.clone(),
+                detail: e.to_string(),
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(KafkaSetupError::CreateTopic {
+                        topic,
+                        detail: code.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! ClickHouse: the durable side of the pipeline.
+//!
+//! - [`client`]: connecting, server version detection, the one place that decides retry.
+//! - [`migrate`]: applies `schemas/clickhouse/*.sql` once each, idempotently.
+//! - [`rowbinary`]: a small RowBinary encoder for the hot insert path.
+//! - [`outcomes`]: the `outcomes` table: batch inserts, resume offsets, the paid-unit index.
+//! - [`refdata_store`]: reference data snapshots (`refdata load`, read by `run`).
+
+pub mod client;
+pub mod migrate;
+pub mod outcomes;
+pub mod refdata_store;
+pub mod rowbinary;
+
+pub use client::{Store, StoreConfig, StoreError};
