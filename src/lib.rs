@@ -13,6 +13,7 @@
 //! - [`dedup`]: the index of paid unit keys that turns repeats into `duplicate`.
 //! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
 
+pub mod cli;
 pub mod decode;
 pub mod dedup;
 pub mod domain;

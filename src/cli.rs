@@ -1,0 +1,380 @@
+//! The command line: one binary, `subsidy-ingester`, with a subcommand per job.
+//! Every flag has an environment fallback (`SUBSIDY_…`), shown in `--help`.
+
+use crate::ingest::batch::BatchLimits;
+use crate::ingest::{self, RunSettings};
+use crate::kafka::KafkaConfig;
+use crate::refdata::{self, RefDataError};
+use crate::report::{self, Format, Grouping, ReportQuery};
+use crate::store::{migrate, refdata_store, Store, StoreConfig};
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit code when `run` could not flush within `shutdown_timeout_ms` after a signal.
+pub const EXIT_SHUTDOWN_TIMEOUT: i32 = 3;
+
+/// Turns delivery platforms' Kafka feeds into exact Hangzhou 2022 logistics subsidy totals
+/// in ClickHouse.
+#[derive(Debug, Parser)]
+#[command(name = "subsidy-ingester", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where ClickHouse is.
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "SUBSIDY_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123",
+        global = true
+    )]
+    pub clickhouse_url: String,
+    /// Database holding every object of the service.
+    #[arg(
+        long,
+        env = "SUBSIDY_CLICKHOUSE_DATABASE",
+        default_value = "subsidy",
+        global = true
+    )]
+    pub clickhouse_database: String,
+    /// ClickHouse user; the server's `default` user when unset.
+    #[arg(long, env = "SUBSIDY_CLICKHOUSE_USER", global = true)]
+    pub clickhouse_user: Option<String>,
+    /// ClickHouse password; none when unset.
+    #[arg(
+        long,
+        env = "SUBSIDY_CLICKHOUSE_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub clickhouse_password: Option<String>,
+    /// How long one ClickHouse request may take, milliseconds.
+    #[arg(
+        long,
+        env = "SUBSIDY_CLICKHOUSE_TIMEOUT_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub clickhouse_timeout_ms: u64,
+}
+
+impl ClickHouseArgs {
+    /// The store configuration these flags describe.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            url: self.clickhouse_url.clone(),
+            database: self.clickhouse_database.clone(),
+            user: self.clickhouse_user.clone(),
+            password: self.clickhouse_password.clone(),
+            request_timeout_ms: self.clickhouse_timeout_ms,
+        }
+    }
+}
+
+/// Where Kafka is and how the consumer group behaves.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Consumer group; ingesters sharing it share the partitions.
+    #[arg(long, env = "SUBSIDY_GROUP_ID", default_value = "subsidy-ingester")]
+    pub group_id: String,
+    /// Consumer session timeout, milliseconds: a dead instance's partitions move after this.
+    #[arg(long, env = "SUBSIDY_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
+    pub session_timeout_ms: u64,
+    /// Heartbeat interval, milliseconds; at most a third of `session_timeout_ms`.
+    #[arg(long, env = "SUBSIDY_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
+    pub heartbeat_interval_ms: u64,
+}
+
+impl KafkaArgs {
+    /// The Kafka configuration these flags describe.
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            group_id: self.group_id.clone(),
+            session_timeout_ms: self.session_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the database objects (idempotent).
+    Migrate,
+    /// Reference data: firms, outlets, zones.
+    Refdata {
+        #[command(subcommand)]
+        command: RefdataCommand,
+    },
+    /// Consume the feeds until SIGTERM/SIGINT, then flush, commit and exit 0.
+    Run(RunArgs),
+    /// Reports for analysts.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+/// `refdata` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RefdataCommand {
+    /// Validate CSV files and store them as the current reference data. Every given file
+    /// is checked before anything is stored; one bad row stores nothing.
+    Load {
+        /// firms.csv: firm_id,name,credit_code,district_code,legal_entity,licensed,in_monitoring,last_major_penalty_on
+        #[arg(long, env = "SUBSIDY_FIRMS_CSV")]
+        firms: Option<PathBuf>,
+        /// outlets.csv: outlet_id,firm_id,district_code,village_code,enrolled_on
+        #[arg(long, env = "SUBSIDY_OUTLETS_CSV")]
+        outlets: Option<PathBuf>,
+        /// zones.csv: zone_id,zone_type,district_code,active_from,active_to
+        #[arg(long, env = "SUBSIDY_ZONES_CSV")]
+        zones: Option<PathBuf>,
+    },
+}
+
+/// `report` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Monthly subsidy totals, caps applied, from the `subsidy_monthly` views.
+    Monthly(MonthlyArgs),
+}
+
+/// Flags of `report monthly`.
+#[derive(Debug, Args)]
+pub struct MonthlyArgs {
+    /// Calendar year (Asia/Shanghai); all years when unset.
+    #[arg(long, env = "SUBSIDY_REPORT_YEAR")]
+    pub year: Option<i32>,
+    /// Month 1–12 of `--year`; the whole year when unset.
+    #[arg(long, env = "SUBSIDY_REPORT_MONTH")]
+    pub month: Option<u32>,
+    /// Grouping of the rows.
+    #[arg(long, value_enum, env = "SUBSIDY_REPORT_BY", default_value = "program")]
+    pub by: Grouping,
+    /// Only this program (takeout_order, import_parcel, rural_delivery).
+    #[arg(long, env = "SUBSIDY_REPORT_PROGRAM", value_parser = parse_program)]
+    pub program: Option<crate::domain::Program>,
+    /// Output format.
+    #[arg(
+        long,
+        value_enum,
+        env = "SUBSIDY_REPORT_FORMAT",
+        default_value = "table"
+    )]
+    pub format: Format,
+}
+
+fn parse_program(text: &str) -> Result<crate::domain::Program, String> {
+    crate::domain::Program::from_type(text).ok_or_else(|| {
+        format!("unknown program {text:?}: use takeout_order, import_parcel or rural_delivery")
+    })
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topics to consume, comma-separated; any topic may carry any event type.
+    #[arg(
+        long,
+        env = "SUBSIDY_TOPICS",
+        value_delimiter = ',',
+        default_value = "subsidy.takeout.orders,subsidy.import.parcels,subsidy.rural.deliveries"
+    )]
+    pub topics: Vec<String>,
+    /// Dead-letter topic for rejected messages (created if missing).
+    #[arg(long, env = "SUBSIDY_DLQ_TOPIC", default_value = "subsidy.rejected")]
+    pub dlq_topic: String,
+    /// Ship a batch at this many messages; at most 1,000,000 (one ClickHouse block).
+    #[arg(long, env = "SUBSIDY_BATCH_ROWS_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_rows_max: u64,
+    /// Ship a batch at this many encoded bytes.
+    #[arg(long, env = "SUBSIDY_BATCH_BYTES_MAX", default_value_t = 32 << 20)]
+    pub batch_bytes_max: usize,
+    /// Ship a non-empty batch this long after its first message, milliseconds.
+    #[arg(long, env = "SUBSIDY_FLUSH_INTERVAL_MS", default_value_t = 1_000)]
+    pub flush_interval_ms: u64,
+    /// Finished batches queued for ClickHouse at most; the consumer waits beyond that.
+    #[arg(long, env = "SUBSIDY_BATCHES_IN_FLIGHT_MAX", default_value_t = 2)]
+    pub batches_in_flight_max: usize,
+    /// Cap of the exponential backoff between retries, milliseconds.
+    #[arg(long, env = "SUBSIDY_RETRY_BACKOFF_MAX_MS", default_value_t = 5_000)]
+    pub retry_backoff_max_ms: u64,
+    /// After SIGTERM/SIGINT, exit with code 3 if flushing takes longer, milliseconds.
+    #[arg(long, env = "SUBSIDY_SHUTDOWN_TIMEOUT_MS", default_value_t = 8_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Exit 0 once every assigned partition is consumed to its end (demos, tests, backfills).
+    #[arg(long, env = "SUBSIDY_UNTIL_CAUGHT_UP")]
+    pub until_caught_up: bool,
+}
+
+impl RunArgs {
+    /// The settings of `run` these flags describe.
+    pub fn settings(&self, clickhouse: &ClickHouseArgs) -> RunSettings {
+        RunSettings {
+            kafka: self.kafka.kafka_config(),
+            store: clickhouse.store_config(),
+            topics: self.topics.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            limits: BatchLimits {
+                rows_max: self.batch_rows_max as usize,
+                bytes_max: self.batch_bytes_max,
+                flush_interval: Duration::from_millis(self.flush_interval_ms),
+            },
+            batches_in_flight_max: self.batches_in_flight_max,
+            retry_backoff_max: Duration::from_millis(self.retry_backoff_max_ms),
+            until_caught_up: self.until_caught_up,
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate => {
+            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            let report = migrate::migrate(&store).await?;
+            println!(
+                "database {}: applied {} migration(s) {:?}, {} already applied",
+                store.database(),
+                report.applied.len(),
+                report.applied,
+                report.already_applied.len()
+            );
+            Ok(())
+        }
+        Command::Refdata {
+            command:
+                RefdataCommand::Load {
+                    firms,
+                    outlets,
+                    zones,
+                },
+        } => load_refdata(&cli.clickhouse, firms, outlets, zones).await,
+        Command::Run(args) => run(&cli.clickhouse, &args).await,
+        Command::Report {
+            command: ReportCommand::Monthly(args),
+        } => {
+            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            migrate::ensure_migrated(&store).await?;
+            let query = ReportQuery {
+                year: args.year,
+                month: args.month,
+                grouping: args.by,
+                program: args.program,
+            };
+            let table = report::fetch(&store, &query).await?;
+            print!("{}", report::render(&table, args.format));
+            Ok(())
+        }
+    }
+}
+
+async fn load_refdata(
+    clickhouse: &ClickHouseArgs,
+    firms: Option<PathBuf>,
+    outlets: Option<PathBuf>,
+    zones: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if firms.is_none() && outlets.is_none() && zones.is_none() {
+        bail!("nothing to load: give at least one of --firms, --outlets, --zones");
+    }
+    // Parse every file before storing anything: one bad row anywhere stores nothing.
+    let mut errors: Vec<RefDataError> = Vec::new();
+    let firm_records = firms
+        .as_deref()
+        .and_then(|p| refdata::load_firms_file(p).map_err(|e| errors.push(e)).ok());
+    let outlet_records = outlets.as_deref().and_then(|p| {
+        refdata::load_outlets_file(p)
+            .map_err(|e| errors.push(e))
+            .ok()
+    });
+    let zone_records = zones
+        .as_deref()
+        .and_then(|p| refdata::load_zones_file(p).map_err(|e| errors.push(e)).ok());
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        bail!(
+            "reference data rejected ({} file(s) with errors); nothing was loaded",
+            errors.len()
+        );
+    }
+    let store = Store::connect(&clickhouse.store_config()).await?;
+    migrate::ensure_migrated(&store).await?;
+    let load_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("system clock before 1970")?
+        .as_millis() as u64;
+    let label = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let (firm_label, outlet_label, zone_label) = (label(&firms), label(&outlets), label(&zones));
+    let counts = refdata_store::save_snapshots(
+        &store,
+        load_id,
+        firm_label.as_deref().zip(firm_records.as_deref()),
+        outlet_label.as_deref().zip(outlet_records.as_deref()),
+        zone_label.as_deref().zip(zone_records.as_deref()),
+    )
+    .await?;
+    println!(
+        "loaded reference data {load_id} into {}: {} firms, {} outlets, {} zones",
+        store.database(),
+        counts.firms,
+        counts.outlets,
+        counts.zones
+    );
+    Ok(())
+}
+
+async fn run(clickhouse: &ClickHouseArgs, args: &RunArgs) -> anyhow::Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let signal_flag = shutdown.clone();
+    let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(message = "Shutdown requested; flushing.");
+        signal_flag.store(true, Ordering::Relaxed);
+        tokio::time::sleep(shutdown_timeout).await;
+        eprintln!(
+            "error: could not flush within {} ms after the signal; exiting. Unflushed messages are re-read on the next start (nothing is lost).",
+            shutdown_timeout.as_millis()
+        );
+        std::process::exit(EXIT_SHUTDOWN_TIMEOUT);
+    });
+    let summary = ingest::run(args.settings(clickhouse), shutdown).await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(message = "Cannot listen for SIGTERM.", %error);
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,238 @@
+//! Shared plumbing for the integration tests: real services, unique names, the real binary.
+//!
+//! Tests talk to a real ClickHouse over HTTP and a real Kafka-protocol broker through
+//! librdkafka. Addresses come from `SUBSIDY_TEST_CLICKHOUSE_URL` and
+//! `SUBSIDY_TEST_KAFKA_BROKERS` (defaults: the local services of `scripts/services.sh`).
+//! A missing service fails the test loudly with what to start; nothing is ever skipped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use subsidy_ingester::kafka::KafkaConfig;
+use subsidy_ingester::store::{Store, StoreConfig};
+
+/// ClickHouse HTTP URL the tests use.
+pub fn clickhouse_url() -> String {
+    std::env::var("SUBSIDY_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// Kafka bootstrap brokers the tests use.
+pub fn kafka_brokers() -> String {
+    std::env::var("SUBSIDY_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test or run uses: `prefix_<pid>_<millis>_<n>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!(
+        "{prefix}_{}_{millis}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Panics with instructions unless ClickHouse and the broker both answer.
+pub async fn require_services() {
+    let store = StoreConfig {
+        url: clickhouse_url(),
+        database: "default".into(),
+        user: None,
+        password: None,
+        request_timeout_ms: 10_000,
+    };
+    if let Err(error) = Store::connect(&store).await {
+        panic!("integration tests need ClickHouse at {}: {error}. Start it with `bash scripts/services.sh start`.", clickhouse_url());
+    }
+    let kafka = kafka_config("probe");
+    if let Err(error) = kafka.check_reachable(Duration::from_secs(10)) {
+        panic!("integration tests need a Kafka broker at {}: {error}. Start it with `bash scripts/services.sh start`.", kafka_brokers());
+    }
+}
+
+/// Kafka settings for tests: short sessions so groups form in seconds.
+pub fn kafka_config(group_id: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: kafka_brokers(),
+        group_id: group_id.into(),
+        session_timeout_ms: 6_000,
+        heartbeat_interval_ms: 500,
+    }
+}
+
+/// One isolated world: its own database, topics, consumer group and dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub database: String,
+    pub takeout_topic: String,
+    pub import_topic: String,
+    pub rural_topic: String,
+    pub group_id: String,
+    pub dlq_topic: String,
+}
+
+impl World {
+    /// Fresh names for everything.
+    pub fn new(prefix: &str) -> World {
+        let id = unique(prefix);
+        World {
+            database: id.clone(),
+            takeout_topic: format!("{id}.takeout"),
+            import_topic: format!("{id}.import"),
+            rural_topic: format!("{id}.rural"),
+            group_id: format!("{id}-group"),
+            dlq_topic: format!("{id}.rejected"),
+        }
+    }
+
+    /// The three source topics, comma-separated.
+    pub fn topics_csv(&self) -> String {
+        format!(
+            "{},{},{}",
+            self.takeout_topic, self.import_topic, self.rural_topic
+        )
+    }
+
+    /// The binary with this world's environment, ready for arguments.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(binary());
+        command
+            .env("SUBSIDY_CLICKHOUSE_URL", clickhouse_url())
+            .env("SUBSIDY_CLICKHOUSE_DATABASE", &self.database)
+            .env("SUBSIDY_KAFKA_BROKERS", kafka_brokers())
+            .env("SUBSIDY_TOPICS", self.topics_csv())
+            .env("SUBSIDY_GROUP_ID", &self.group_id)
+            .env("SUBSIDY_DLQ_TOPIC", &self.dlq_topic)
+            .env("SUBSIDY_LOG", "info")
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    /// Runs the binary with `args` to completion.
+    pub fn run_cli(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .output()
+            .expect("cannot start subsidy-ingester")
+    }
+
+    /// Runs the binary and panics with its output unless it exits 0.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let output = self.run_cli(args);
+        assert!(
+            output.status.success(),
+            "`subsidy-ingester {}` failed with {}:\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A store handle on this world's database.
+    pub async fn store(&self) -> Store {
+        Store::connect(&StoreConfig {
+            url: clickhouse_url(),
+            database: self.database.clone(),
+            user: None,
+            password: None,
+            request_timeout_ms: 60_000,
+        })
+        .await
+        .expect("ClickHouse connect")
+    }
+
+    /// Runs a query (with `{db}` for this world's database) and returns TSV cells.
+    pub async fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        let store = self.store().await;
+        let statement = store.sql(sql);
+        let mut cursor = store
+            .client()
+            .query(&statement)
+            .fetch_bytes("TabSeparated")
+            .expect("query");
+        let bytes = cursor
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// Drops the database (best effort, at the end of a passing test).
+    pub async fn drop_database(&self) {
+        let store = self.store().await;
+        let _ = store
+            .execute(&format!("DROP DATABASE IF EXISTS {}", self.database))
+            .await;
+    }
+}
+
+/// Path of the binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_subsidy-ingester"))
+}
+
+/// Writes a file into `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write test file");
+    path
+}
+
+/// Fen as the decimal text ClickHouse prints for Decimal(18,2).
+pub fn yuan_text(fen: i64) -> String {
+    format!("{}.{:02}", fen / 100, fen % 100)
+}
+
+/// Produces raw payloads (in order) to one topic with `partitions` partitions, creating it.
+pub async fn produce_raw(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
+    use rdkafka::producer::FutureRecord;
+    let kafka = kafka_config("producer");
+    kafka
+        .ensure_topics(&[topic], partitions)
+        .await
+        .expect("create topic");
+    let producer = kafka.producer().expect("producer");
+    for (i, payload) in payloads.iter().enumerate() {
+        let key = format!("k{i}");
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+    }
+}
+
+/// Reads every message of a topic from the start until `expected` arrived (or 30 s passed).
+pub fn consume_all(topic: &str, expected: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::Message;
+    let consumer = kafka_config("reader")
+        .plain_consumer(&unique("reader"))
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or(&[]).to_vec(),
+            ));
+        }
+    }
+    out
+}
