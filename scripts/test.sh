@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: formatting, lints (warnings are errors) and the whole
-# test suite. Integration tests need Kafka and ClickHouse: start them first with
-# `bash scripts/services.sh start` (.ci/run does).
+# Sets up everything the tests need and runs every check CI runs: starts ClickHouse and
+# the Kafka-compatible broker (installing them if missing; idempotent), then formatting,
+# lints (warnings are errors) and the whole test suite against the real services.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+bash scripts/services.sh start
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-# Release profile on purpose: the benchmark also runs on the release build, so CI
-# compiles the crate and its dependencies (librdkafka included) in release once
-# and the tests and the benchmark share those artifacts.
+# Release profile on purpose: the end-to-end tests push hundreds of thousands of events,
+# and the benchmark uses the same build.
 cargo test --release
