@@ -1,0 +1,727 @@
+//! The published JSON Schemas in `schemas/events/` agree with the decoder.
+//!
+//! For a table of payloads (valid events of each type with `Z`, `+08:00` and `-05:00`
+//! offsets, fractional seconds and extra fields; and invalid ones: every required field
+//! missing or `null` in turn, wrong JSON kinds, bad identifiers, timestamps without offset,
+//! bad `channel` and `courier_released` values, non-objects, missing and unknown `type`),
+//! this test proves that:
+//!
+//! - the per-type schema (`takeout_order`, `import_parcel`, `rural_delivery`.schema.json)
+//!   accepts a payload whose `type` is that type exactly when
+//!   [`subsidy_ingester::decode::decode`] returns `Ok`;
+//! - the union `event.schema.json` (whose `oneOf` branches `$ref` the three per-type
+//!   schemas by their `$id` URNs) accepts a payload exactly when `decode` returns `Ok`,
+//!   for every payload of the table, including those without a known `type`;
+//! - each schema's `examples` validate against it and against the union, and decode `Ok`;
+//! - each schema file is a valid draft 2020-12 schema with the documented metadata.
+//!
+//! Validators run as draft 2020-12 prescribes, with `format` as an annotation, so the
+//! verdict on `occurred_at` comes from its `pattern`. Each payload is also checked with
+//! `format` asserted. Two differences from the decoder cannot be removed from a schema and
+//! are pinned here as [`Gap`]s rather than left out:
+//!
+//! - a regex cannot check the day of the month against the month and year (`2023-02-29`,
+//!   `2022-04-31`): the pattern-only schema accepts it, the decoder and `format: date-time`
+//!   reject it;
+//! - the decoder (like RFC 3339 §5.6's note) accepts a space instead of `T`; the pattern
+//!   accepts it too, but `format: date-time` validators reject it, so a producer that
+//!   asserts formats is only stricter than the ingester.
+
+use jsonschema::{Registry, Validator};
+use serde_json::Value;
+use std::path::PathBuf;
+use subsidy_ingester::decode::decode;
+
+/// The per-type schemas, by event type.
+const TYPES: [&str; 3] = ["takeout_order", "import_parcel", "rural_delivery"];
+
+const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
+fn schema_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas/events")
+        .join(file)
+}
+
+fn load(file: &str) -> Value {
+    let path = schema_path(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("parse {}: {err}", path.display()))
+}
+
+fn type_urn(event_type: &str) -> String {
+    format!("urn:subsidy-ingester:event:{event_type}:v1")
+}
+
+/// A validator for one schema: `format` as annotation (draft 2020-12 default) and asserted.
+struct Checker {
+    plain: Validator,
+    formats: Validator,
+}
+
+impl Checker {
+    fn new(schema: &Value, registry: &Registry<'_>) -> Self {
+        let build = |assert_formats: bool| {
+            jsonschema::draft202012::options()
+                .offline()
+                .with_registry(registry)
+                .should_validate_formats(assert_formats)
+                .build(schema)
+                .unwrap_or_else(|err| panic!("schema {}: {err}", schema["$id"]))
+        };
+        Checker {
+            plain: build(false),
+            formats: build(true),
+        }
+    }
+}
+
+/// All four schemas, compiled.
+struct Schemas {
+    /// In the order of [`TYPES`].
+    per_type: Vec<Checker>,
+    event: Checker,
+}
+
+impl Schemas {
+    fn load() -> Self {
+        let per_type: Vec<Value> = TYPES
+            .iter()
+            .map(|t| load(&format!("{t}.schema.json")))
+            .collect();
+        let mut builder = Registry::new();
+        for (event_type, schema) in TYPES.iter().zip(&per_type) {
+            builder = builder
+                .add(type_urn(event_type), schema.clone())
+                .expect("register per-type schema");
+        }
+        let registry = builder.prepare().expect("prepare registry");
+        Schemas {
+            per_type: per_type
+                .iter()
+                .map(|schema| Checker::new(schema, &registry))
+                .collect(),
+            event: Checker::new(&load("event.schema.json"), &registry),
+        }
+    }
+
+    /// The per-type schema for a payload whose `type` is one of the three.
+    fn for_type(&self, payload: &Value) -> Option<&Checker> {
+        let event_type = payload.get("type")?.as_str()?;
+        let index = TYPES.iter().position(|t| *t == event_type)?;
+        Some(&self.per_type[index])
+    }
+}
+
+/// A known, documented difference between a schema and the decoder (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gap {
+    /// Schema, `format`-asserting schema and decoder all agree.
+    None,
+    /// An impossible day of the month: only the pattern-only schema accepts it.
+    DayOfMonth,
+    /// A space instead of `T`: only the `format`-asserting schema rejects it.
+    SpaceSeparator,
+}
+
+struct Case {
+    name: String,
+    payload: String,
+    /// Whether the decoder must accept it.
+    valid: bool,
+    gap: Gap,
+}
+
+type Pairs = Vec<(&'static str, String)>;
+
+/// A JSON object from (key, raw JSON value) pairs, in order (duplicate keys allowed).
+fn object(pairs: &Pairs) -> String {
+    let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn raw(pairs: &[(&'static str, &str)]) -> Pairs {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// `pairs` with `key` set to the raw JSON `value` (in place or appended), or removed.
+fn with(mut pairs: Pairs, key: &'static str, value: Option<&str>) -> Pairs {
+    match (pairs.iter().position(|(k, _)| *k == key), value) {
+        (Some(i), Some(v)) => pairs[i].1 = v.to_owned(),
+        (Some(i), None) => {
+            pairs.remove(i);
+        }
+        (None, Some(v)) => pairs.push((key, v.to_owned())),
+        (None, None) => {}
+    }
+    pairs
+}
+
+fn takeout() -> Pairs {
+    raw(&[
+        ("type", r#""takeout_order""#),
+        ("event_id", r#""evt-meituan-20220905-000001""#),
+        ("occurred_at", r#""2022-09-05T12:30:00+08:00""#),
+        ("platform_id", r#""meituan""#),
+        ("order_id", r#""MT20220905123000001""#),
+        ("courier_id", r#""MT-C-330106-0042""#),
+        ("zone_id", r#""Z-330106-XH-007""#),
+        ("courier_released", "true"),
+    ])
+}
+
+fn import() -> Pairs {
+    raw(&[
+        ("type", r#""import_parcel""#),
+        ("event_id", r#""evt-sf-000417""#),
+        ("occurred_at", r#""2022-09-05T01:15:00Z""#),
+        ("firm_id", r#""SF-HZ""#),
+        ("waybill_no", r#""SF1234567890123""#),
+        ("channel", r#""express""#),
+    ])
+}
+
+fn rural() -> Pairs {
+    raw(&[
+        ("type", r#""rural_delivery""#),
+        ("event_id", r#""evt-zto-081532""#),
+        ("occurred_at", r#""2023-04-18T03:05:12.350-05:00""#),
+        ("firm_id", r#""ZTO-HZ""#),
+        ("outlet_id", r#""OUT-330127-0015""#),
+        ("waybill_no", r#""ZT7312345678901""#),
+    ])
+}
+
+fn bases() -> [(&'static str, Pairs); 3] {
+    [
+        ("takeout_order", takeout()),
+        ("import_parcel", import()),
+        ("rural_delivery", rural()),
+    ]
+}
+
+/// Identifier fields, whichever type they belong to.
+const IDENTIFIERS: [&str; 8] = [
+    "event_id",
+    "platform_id",
+    "order_id",
+    "courier_id",
+    "zone_id",
+    "firm_id",
+    "outlet_id",
+    "waybill_no",
+];
+
+fn case(name: impl Into<String>, pairs: &Pairs, valid: bool) -> Case {
+    Case {
+        name: name.into(),
+        payload: object(pairs),
+        valid,
+        gap: Gap::None,
+    }
+}
+
+fn case_raw(name: &str, payload: &str, valid: bool) -> Case {
+    Case {
+        name: name.to_owned(),
+        payload: payload.to_owned(),
+        valid,
+        gap: Gap::None,
+    }
+}
+
+/// Sets `occurred_at` of a rural delivery to the JSON string `timestamp`.
+fn at(timestamp: &str, valid: bool) -> Case {
+    let value = serde_json::to_string(timestamp).unwrap();
+    case(
+        format!("occurred_at {timestamp:?}"),
+        &with(rural(), "occurred_at", Some(&value)),
+        valid,
+    )
+}
+
+fn gap(mut case: Case, gap: Gap) -> Case {
+    case.gap = gap;
+    case
+}
+
+/// The hand-written table: valid events and targeted invalid ones.
+fn table() -> Vec<Case> {
+    let max_id = format!("{:?}", "9".repeat(64));
+    let long_id = format!("{:?}", "9".repeat(65));
+    vec![
+        // --- valid ---
+        case("takeout +08:00", &takeout(), true),
+        case("import Z", &import(), true),
+        case("rural -05:00 fractional", &rural(), true),
+        case(
+            "takeout Z",
+            &with(takeout(), "occurred_at", Some(r#""2022-09-05T04:30:00Z""#)),
+            true,
+        ),
+        case(
+            "takeout -05:00 nanoseconds",
+            &with(
+                takeout(),
+                "occurred_at",
+                Some(r#""2022-09-04T23:30:00.123456789-05:00""#),
+            ),
+            true,
+        ),
+        // Not released is a program check (step 6), not a schema violation.
+        case(
+            "takeout courier_released false",
+            &with(takeout(), "courier_released", Some("false")),
+            true,
+        ),
+        case(
+            "import mail +08:00 fractional",
+            &with(
+                with(import(), "channel", Some(r#""mail""#)),
+                "occurred_at",
+                Some(r#""2022-09-05T09:15:00.5+08:00""#),
+            ),
+            true,
+        ),
+        // Outside the policy period is step 5, not a schema violation.
+        at("2019-01-01T00:00:00+08:00", true),
+        at("2022-07-01t00:00:00.1z", true),
+        at("2024-02-29T23:59:59.999+14:00", true),
+        at("2022-12-31T23:59:60Z", true),
+        at("2022-12-31T00:00:00-00:00", true),
+        at("2022-12-31T00:00:00+23:59", true),
+        gap(at("2022-09-05 12:30:00+08:00", true), Gap::SpaceSeparator),
+        case(
+            "takeout with extra fields of every kind",
+            &with(
+                with(
+                    with(
+                        with(takeout(), "note", Some(r#""外卖 order, 封控区""#)),
+                        "amount",
+                        Some("12.5"),
+                    ),
+                    "nested",
+                    Some(r#"{"a":[1,{"b":null}],"type":"x"}"#),
+                ),
+                "flag",
+                Some("null"),
+            ),
+            true,
+        ),
+        case(
+            "import with bad fields of other types (ignored)",
+            &with(
+                with(
+                    with(import(), "outlet_id", Some("null")),
+                    "courier_released",
+                    Some(r#""yes""#),
+                ),
+                "zone_id",
+                Some(r#""a b""#),
+            ),
+            true,
+        ),
+        case(
+            "identifiers of 1 and 64 characters and all punctuation",
+            &with(
+                with(
+                    with(rural(), "event_id", Some(r#""e""#)),
+                    "waybill_no",
+                    Some(&max_id),
+                ),
+                "outlet_id",
+                Some(r#""._:-aZ09""#),
+            ),
+            true,
+        ),
+        case_raw(
+            "duplicate key: the last value wins (schema sees the same)",
+            r#"{"type":"import_parcel","event_id":"e1","occurred_at":"2022-09-05T01:15:00Z",
+                "firm_id":"SF-HZ","waybill_no":"SF1","channel":"air","channel":"mail"}"#,
+            true,
+        ),
+        // --- wrong JSON kinds ---
+        case(
+            "event_id number",
+            &with(takeout(), "event_id", Some("17")),
+            false,
+        ),
+        case(
+            "occurred_at epoch number",
+            &with(import(), "occurred_at", Some("1662340500")),
+            false,
+        ),
+        case(
+            "courier_released \"true\"",
+            &with(takeout(), "courier_released", Some(r#""true""#)),
+            false,
+        ),
+        case(
+            "courier_released 1",
+            &with(takeout(), "courier_released", Some("1")),
+            false,
+        ),
+        case(
+            "platform_id array",
+            &with(takeout(), "platform_id", Some(r#"["meituan"]"#)),
+            false,
+        ),
+        case(
+            "zone_id object",
+            &with(takeout(), "zone_id", Some(r#"{"id":"Z1"}"#)),
+            false,
+        ),
+        case(
+            "waybill_no boolean",
+            &with(rural(), "waybill_no", Some("true")),
+            false,
+        ),
+        // --- channel ---
+        case(
+            "channel \"air\"",
+            &with(import(), "channel", Some(r#""air""#)),
+            false,
+        ),
+        case(
+            "channel \"Mail\"",
+            &with(import(), "channel", Some(r#""Mail""#)),
+            false,
+        ),
+        case(
+            "channel \"\"",
+            &with(import(), "channel", Some(r#""""#)),
+            false,
+        ),
+        case(
+            "channel number",
+            &with(import(), "channel", Some("1")),
+            false,
+        ),
+        // --- bad identifiers ---
+        case(
+            "order_id empty",
+            &with(takeout(), "order_id", Some(r#""""#)),
+            false,
+        ),
+        case(
+            "firm_id 65 characters",
+            &with(import(), "firm_id", Some(&long_id)),
+            false,
+        ),
+        case(
+            "courier_id space",
+            &with(takeout(), "courier_id", Some(r#""C 1""#)),
+            false,
+        ),
+        case(
+            "outlet_id slash",
+            &with(rural(), "outlet_id", Some(r#""O/1""#)),
+            false,
+        ),
+        case(
+            "event_id escaped slash",
+            &with(rural(), "event_id", Some(r#""e\/1""#)),
+            false,
+        ),
+        case(
+            "zone_id non-ASCII",
+            &with(takeout(), "zone_id", Some(r#""封控区1""#)),
+            false,
+        ),
+        case(
+            "waybill_no full-width digits",
+            &with(import(), "waybill_no", Some(r#""SF１２３""#)),
+            false,
+        ),
+        case(
+            "platform_id trailing newline",
+            &with(takeout(), "platform_id", Some(r#""meituan\n""#)),
+            false,
+        ),
+        case(
+            "firm_id leading space",
+            &with(rural(), "firm_id", Some(r#"" ZTO-HZ""#)),
+            false,
+        ),
+        // --- bad timestamps ---
+        at("2022-09-05T12:30:00", false),
+        at("2022-09-05T12:30:00.250", false),
+        at("2022-09-05 12:30:00", false),
+        at("2022-09-05", false),
+        at("2022-09-05Z", false),
+        at("2022-09-05T12:30Z", false),
+        at("2022-09-05T12:30:00+08", false),
+        at("2022-09-05T12:30:00+0800", false),
+        at("2022-09-05T12:30:00+24:00", false),
+        at("2022-09-05T12:30:00+08:60", false),
+        at("2022-09-05T12:30:00 +08:00", false),
+        at("2022-09-05T12:30:00.Z", false),
+        at("2022-09-05T12:30:00ZZ", false),
+        at("2022-13-05T12:30:00Z", false),
+        at("2022-00-05T12:30:00Z", false),
+        at("2022-09-32T12:30:00Z", false),
+        at("2022-09-05T24:00:00Z", false),
+        at("2022-09-05T12:60:00Z", false),
+        at("2022-09-05T12:30:61Z", false),
+        at("22-09-05T12:30:00Z", false),
+        at("2022/09/05T12:30:00Z", false),
+        at("２０２２-09-05T12:30:00Z", false),
+        at(" 2022-09-05T12:30:00Z", false),
+        at("2022-09-05T12:30:00Z ", false),
+        at("Mon, 05 Sep 2022 12:30:00 +0800", false),
+        at("", false),
+        gap(at("2023-02-29T12:00:00+08:00", false), Gap::DayOfMonth),
+        gap(at("2022-04-31T12:00:00+08:00", false), Gap::DayOfMonth),
+        gap(at("2022-02-30T12:00:00Z", false), Gap::DayOfMonth),
+        // --- not an event of a known type (union schema only) ---
+        case_raw("array", r#"[{"type":"takeout_order"}]"#, false),
+        case_raw("string", r#""takeout_order""#, false),
+        case_raw("number", "42", false),
+        case_raw("null", "null", false),
+        case("type missing", &with(takeout(), "type", None), false),
+        case("type number", &with(takeout(), "type", Some("1")), false),
+        case("type null", &with(import(), "type", Some("null")), false),
+        case(
+            "type unknown",
+            &with(rural(), "type", Some(r#""parcel""#)),
+            false,
+        ),
+        case(
+            "type of another event's fields",
+            &with(import(), "type", Some(r#""rural_delivery""#)),
+            false,
+        ),
+    ]
+}
+
+/// Generated cases: each required field of each type missing, `null`, and (identifiers)
+/// empty or too long in turn.
+fn generated() -> Vec<Case> {
+    let long_id = format!("{:?}", "a".repeat(65));
+    let mut cases = Vec::new();
+    for (event_type, base) in bases() {
+        for (key, _) in &base {
+            cases.push(case(
+                format!("{event_type} without {key}"),
+                &with(base.clone(), key, None),
+                false,
+            ));
+            cases.push(case(
+                format!("{event_type} with {key} null"),
+                &with(base.clone(), key, Some("null")),
+                false,
+            ));
+            if IDENTIFIERS.contains(key) {
+                for (what, value) in [("empty", r#""""#), ("65 chars", &long_id)] {
+                    cases.push(case(
+                        format!("{event_type} with {key} {what}"),
+                        &with(base.clone(), key, Some(value)),
+                        false,
+                    ));
+                }
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn schemas_and_decoder_agree_on_every_payload() {
+    let schemas = Schemas::load();
+    let mut cases = table();
+    cases.extend(generated());
+    assert!(cases.len() > 100, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let decoded = decode(case.payload.as_bytes());
+        let instance: Value = serde_json::from_str(&case.payload)
+            .unwrap_or_else(|err| panic!("{}: payload is not JSON: {err}", case.name));
+        let decoded_ok = decoded.is_ok();
+        let verdicts = |checker: &Checker| {
+            (
+                checker.plain.is_valid(&instance),
+                checker.formats.is_valid(&instance),
+            )
+        };
+        // What the (plain, format-asserting) schemas must say, given the decoder's verdict.
+        let expected = match case.gap {
+            Gap::None => (decoded_ok, decoded_ok),
+            Gap::DayOfMonth => (true, false),
+            Gap::SpaceSeparator => (true, false),
+        };
+        let mut problems = Vec::new();
+        if decoded_ok != case.valid {
+            problems.push(format!("decode: {decoded:?}, expected ok = {}", case.valid));
+        }
+        if let Some(checker) = schemas.for_type(&instance) {
+            let got = verdicts(checker);
+            if got != expected {
+                problems.push(format!("per-type schema (plain, formats) = {got:?}"));
+            }
+        }
+        let got = verdicts(&schemas.event);
+        if got != expected {
+            problems.push(format!("event.schema.json (plain, formats) = {got:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}: {}\n    payload: {}\n    decode: {:?}",
+                case.name,
+                problems.join("; "),
+                case.payload,
+                decoded.map(|_| "Ok").map_err(|r| r.detail),
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases disagree:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn examples_validate_and_decode() {
+    let schemas = Schemas::load();
+    let mut files: Vec<String> = TYPES.iter().map(|t| format!("{t}.schema.json")).collect();
+    files.push("event.schema.json".to_owned());
+    for file in files {
+        let schema = load(&file);
+        let examples = schema["examples"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file}: no examples array"));
+        assert!(!examples.is_empty(), "{file}: no examples");
+        for example in examples {
+            let checker = if file == "event.schema.json" {
+                &schemas.event
+            } else {
+                schemas.for_type(example).expect("example of a known type")
+            };
+            assert!(checker.plain.is_valid(example), "{file}: {example}");
+            assert!(checker.formats.is_valid(example), "{file}: {example}");
+            assert!(schemas.event.formats.is_valid(example), "{file}: {example}");
+            let payload = serde_json::to_vec(example).unwrap();
+            if let Err(rejection) = decode(&payload) {
+                panic!("{file}: example {example} rejected: {rejection:?}");
+            }
+        }
+    }
+    // One example per type in the union.
+    let event = load("event.schema.json");
+    let union_types: Vec<&str> = event["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(union_types, TYPES);
+}
+
+/// Every `$ref` value anywhere in `schema`.
+fn collect_refs<'a>(schema: &'a Value, refs: &mut Vec<&'a str>) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(reference)) => refs.push(reference),
+                    _ => collect_refs(value, refs),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_refs(item, refs)),
+        _ => {}
+    }
+}
+
+#[test]
+fn schema_files_are_well_formed_and_self_contained() {
+    for event_type in TYPES {
+        let file = format!("{event_type}.schema.json");
+        let schema = load(&file);
+        assert!(
+            jsonschema::meta::is_valid(&schema),
+            "{file}: not a valid schema"
+        );
+        assert_eq!(schema["$schema"], DRAFT_2020_12, "{file}");
+        assert_eq!(schema["$id"], type_urn(event_type).as_str(), "{file}");
+        assert!(schema["title"].is_string(), "{file}: title");
+        let description = schema["description"].as_str().unwrap_or_default();
+        for needle in ["Rate: ", "yuan", "Dedup key: "] {
+            assert!(
+                description.contains(needle),
+                "{file}: description lacks {needle:?}"
+            );
+        }
+        assert_eq!(schema["additionalProperties"], true, "{file}");
+        assert_eq!(schema["properties"]["type"]["const"], event_type, "{file}");
+        // Every required field is described, and every described field is required.
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let properties: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted_required = required.clone();
+        sorted_required.sort_unstable();
+        let mut sorted_properties = properties.clone();
+        sorted_properties.sort_unstable();
+        assert_eq!(sorted_required, sorted_properties, "{file}");
+        let (_, base) = bases().into_iter().find(|(t, _)| *t == event_type).unwrap();
+        let base_keys: Vec<&str> = base.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            required, base_keys,
+            "{file}: required fields, in decoder order"
+        );
+        // Only local references, so the file stands alone.
+        let mut refs = Vec::new();
+        collect_refs(&schema, &mut refs);
+        assert!(!refs.is_empty(), "{file}");
+        for reference in refs {
+            assert!(
+                reference.starts_with("#/$defs/"),
+                "{file}: $ref {reference}"
+            );
+        }
+        assert_eq!(
+            schema["$defs"]["identifier"]["pattern"], "^[A-Za-z0-9._:-]{1,64}$",
+            "{file}"
+        );
+        assert_eq!(
+            schema["$defs"]["timestamp"]["format"], "date-time",
+            "{file}"
+        );
+    }
+
+    // The shared definitions are duplicated verbatim, so the table's timestamp cases (run
+    // on rural deliveries) hold for every type.
+    let defs: Vec<Value> = TYPES
+        .iter()
+        .map(|t| load(&format!("{t}.schema.json"))["$defs"].clone())
+        .collect();
+    assert!(
+        defs.iter().all(|d| *d == defs[0]),
+        "$defs differ between files"
+    );
+
+    let event = load("event.schema.json");
+    assert!(jsonschema::meta::is_valid(&event));
+    assert_eq!(event["$schema"], DRAFT_2020_12);
+    assert_eq!(event["$id"], "urn:subsidy-ingester:event:v1");
+    let refs: Vec<&str> = event["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|branch| branch["$ref"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = TYPES.iter().map(|t| type_urn(t)).collect();
+    assert_eq!(refs, expected);
+}
