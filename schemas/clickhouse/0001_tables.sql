@@ -12,8 +12,8 @@
 CREATE TABLE IF NOT EXISTS {db}.outcomes
 (
     topic String,
-    partition UInt32,
-    offset UInt64,
+    `partition` UInt32,
+    `offset` UInt64,
     received_at DateTime,
     event_id String,
     reason String,
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS {db}.outcomes
     amount_fen Int64
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (topic, partition, offset);
+ORDER BY (topic, `partition`, `offset`);
 
 -- Reference data. Every `refdata load` appends a complete snapshot under a new `load_id`
 -- (milliseconds since the epoch); the current data is the snapshot with the largest load_id.

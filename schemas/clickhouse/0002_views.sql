@@ -30,15 +30,15 @@ SELECT
     fields.5 AS event_id,
     fields.6 AS occurred_at,
     source.1 AS topic,
-    source.2 AS partition,
-    source.3 AS offset
+    source.2 AS `partition`,
+    source.3 AS `offset`
 FROM
 (
     SELECT
         program,
         unit_key,
-        argMin((recipient_id, district_code, local_date, amount_fen, event_id, occurred_at), (topic, partition, offset)) AS fields,
-        min((topic, partition, offset)) AS source
+        argMin((recipient_id, district_code, local_date, amount_fen, event_id, occurred_at), (topic, `partition`, `offset`)) AS fields,
+        min((topic, `partition`, `offset`)) AS source
     FROM {db}.outcomes
     WHERE reason = ''
     GROUP BY program, unit_key
@@ -136,13 +136,13 @@ FROM {db}.subsidy_funding_monthly_fen;
 -- accepted rows that lost to an earlier copy of the same unit key (only possible when
 -- instances race); they are duplicates too, so messages = units + rejected rows always holds.
 CREATE VIEW IF NOT EXISTS {db}.rejected_events AS
-SELECT received_at, topic, partition, offset, reason, detail, payload, event_id, program, unit_key
+SELECT received_at, topic, `partition`, `offset`, reason, detail, payload, event_id, program, unit_key
 FROM
 (
     SELECT
         topic,
-        partition,
-        offset,
+        `partition`,
+        `offset`,
         any(received_at) AS received_at,
         any(reason) AS reason,
         any(detail) AS detail,
@@ -151,14 +151,14 @@ FROM
         any(program) AS program,
         any(unit_key) AS unit_key
     FROM (SELECT * FROM {db}.outcomes WHERE reason != '')
-    GROUP BY topic, partition, offset
+    GROUP BY topic, `partition`, `offset`
 )
 UNION ALL
 SELECT
     lost.4 AS received_at,
     lost.1 AS topic,
-    lost.2 AS partition,
-    lost.3 AS offset,
+    lost.2 AS `partition`,
+    lost.3 AS `offset`,
     'duplicate' AS reason,
     concat('unit already paid: first recorded at ', winner.1, '/', toString(winner.2), '/', toString(winner.3)) AS detail,
     '' AS payload,
@@ -170,14 +170,14 @@ FROM
     SELECT
         program,
         unit_key,
-        arraySort(groupArray((topic, partition, offset, received_at, event_id))) AS copies,
+        arraySort(groupArray((topic, `partition`, `offset`, received_at, event_id))) AS copies,
         copies[1] AS winner
     FROM
     (
-        SELECT program, unit_key, topic, partition, offset, min(received_at) AS received_at, any(event_id) AS event_id
+        SELECT program, unit_key, topic, `partition`, `offset`, min(received_at) AS received_at, any(event_id) AS event_id
         FROM {db}.outcomes
         WHERE reason = ''
-        GROUP BY program, unit_key, topic, partition, offset
+        GROUP BY program, unit_key, topic, `partition`, `offset`
     )
     GROUP BY program, unit_key
     HAVING length(copies) > 1
@@ -188,7 +188,7 @@ ARRAY JOIN arraySlice(copies, 2) AS lost;
 CREATE VIEW IF NOT EXISTS {db}.conservation AS
 SELECT
     topic,
-    partition,
+    `partition`,
     messages,
     max_offset,
     units,
@@ -199,16 +199,16 @@ FROM
     SELECT *
     FROM
     (
-        SELECT topic, partition, count() AS messages, max(offset) AS max_offset
-        FROM (SELECT DISTINCT topic, partition, offset FROM {db}.outcomes)
-        GROUP BY topic, partition
+        SELECT topic, `partition`, count() AS messages, max(`offset`) AS max_offset
+        FROM (SELECT DISTINCT topic, `partition`, `offset` FROM {db}.outcomes)
+        GROUP BY topic, `partition`
     )
     ANY LEFT JOIN
     (
-        SELECT topic, partition, count() AS units FROM {db}.ledger GROUP BY topic, partition
-    ) USING (topic, partition)
+        SELECT topic, `partition`, count() AS units FROM {db}.ledger GROUP BY topic, `partition`
+    ) USING (topic, `partition`)
 )
 ANY LEFT JOIN
 (
-    SELECT topic, partition, count() AS rejected FROM {db}.rejected_events GROUP BY topic, partition
-) USING (topic, partition);
+    SELECT topic, `partition`, count() AS rejected FROM {db}.rejected_events GROUP BY topic, `partition`
+) USING (topic, `partition`);

@@ -101,7 +101,7 @@ pub fn date_from_days(days: u16) -> NaiveDate {
 pub async fn insert_outcomes(store: &Store, rows: Bytes) -> Result<(), StoreError> {
     let column_list = OUTCOME_COLUMNS
         .iter()
-        .map(|(name, _)| *name)
+        .map(|(name, _)| format!("`{name}`"))
         .collect::<Vec<_>>()
         .join(", ");
     let (format, body) = if store.version().is_modern() {
@@ -132,7 +132,7 @@ pub async fn resume_offset(
         max_offset: u64,
     }
     let statement = store.sql(&format!(
-        "SELECT count(), max(offset) FROM {{db}}.outcomes WHERE topic = '{}' AND partition = {partition}",
+        "SELECT count(), max(`offset`) FROM {{db}}.outcomes WHERE topic = '{}' AND `partition` = {partition}",
         escape_literal(topic)
     ));
     let resume: Resume = store.fetch_one(&statement).await?;
@@ -155,7 +155,7 @@ pub async fn for_each_stored_unit(
     mut visit: impl FnMut(StoredUnit),
 ) -> Result<u64, StoreError> {
     let statement = store.sql(
-        "SELECT program, unit_key, topic, partition, offset FROM {db}.outcomes WHERE reason = ''",
+        "SELECT program, unit_key, topic, `partition`, `offset` FROM {db}.outcomes WHERE reason = ''",
     );
     let mut cursor = store
         .client()
@@ -198,7 +198,7 @@ mod tests {
             .filter(|l| !l.is_empty() && *l != ")")
             .map(|l| {
                 let (name, ty) = l.split_once(' ').unwrap();
-                (name.to_string(), ty.to_string())
+                (name.trim_matches('`').to_string(), ty.to_string())
             })
             .collect();
         let ours: Vec<(String, String)> = OUTCOME_COLUMNS
