@@ -122,6 +122,8 @@ pub enum Command {
     },
     /// Consume the feeds until SIGTERM/SIGINT, then flush, commit and exit 0.
     Run(RunArgs),
+    /// List the named crash points (one per line) for `SUBSIDY_CRASH_AT`.
+    CrashPoints,
     /// Reports for analysts.
     Report {
         #[command(subcommand)]
@@ -268,6 +270,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 },
         } => load_refdata(&cli.clickhouse, firms, outlets, zones).await,
         Command::Run(args) => run(&cli.clickhouse, &args).await,
+        Command::CrashPoints => {
+            for (name, _) in crate::crash::CRASH_POINTS {
+                println!("{name}");
+            }
+            Ok(())
+        }
         Command::Report {
             command: ReportCommand::Monthly(args),
         } => {

@@ -14,6 +14,7 @@
 //! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
 
 pub mod cli;
+pub mod crash;
 pub mod decode;
 pub mod dedup;
 pub mod domain;

@@ -99,6 +99,7 @@ impl IngestContext {
             tracing::info!(message = "Partition assigned.", topic, partition, resume_offset = ?resume);
             assigned.push((topic, partition, resume.map(|o| o as i64)));
         }
+        crate::crash::reached("during_assign");
         if let Err(error) = consumer.assign(tpl) {
             tracing::error!(message = "Assign failed.", %error);
             return;
@@ -124,6 +125,7 @@ impl IngestContext {
             .revoked
             .extend(revoked);
         self.changed.store(true, Ordering::Release);
+        crate::crash::reached("during_revoke");
         if let Err(error) = consumer.unassign() {
             tracing::warn!(message = "Unassign failed.", %error);
         }

@@ -47,12 +47,16 @@ pub struct Flusher {
 impl Flusher {
     /// Makes one batch durable; returns only when it is, or on a permanent error.
     pub async fn flush(&self, mut batch: Batch) -> Result<(), FlushError> {
+        crate::crash::reached("before_dead_letters");
         self.send_dead_letters(batch.dead_letters()).await?;
+        crate::crash::reached("after_dead_letters");
         let rows = Bytes::from(batch.take_rows());
         self.insert_with_retry(rows).await?;
+        crate::crash::reached("after_insert");
         self.stats
             .batch_durable(batch.accepted(), batch.rejected_by_reason());
         self.commit_advisory(&batch);
+        crate::crash::reached("after_commit");
         Ok(())
     }
 

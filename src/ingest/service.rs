@@ -62,6 +62,8 @@ pub enum RunError {
     Subscribe { topics: Vec<String>, detail: String },
     #[error(transparent)]
     Flush(#[from] FlushError),
+    #[error(transparent)]
+    CrashSetup(#[from] crate::crash::CrashSetupError),
     #[error("the flusher stopped unexpectedly: {0}")]
     FlusherGone(String),
 }
@@ -69,6 +71,7 @@ pub enum RunError {
 /// Runs until a shutdown is requested (or, with `until_caught_up`, until caught up), then
 /// flushes what was consumed and returns the summary. `shutdown` is set by signal handlers.
 pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
+    crate::crash::arm_from_env()?;
     let store = Store::connect(&settings.store).await?;
     migrate::ensure_migrated(&store).await?;
     let refdata = refdata_store::load_current(&store).await?;
@@ -82,6 +85,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         .await?;
 
     let index = load_unit_index(&store).await?;
+    crate::crash::reached("after_index_rebuild");
     tracing::info!(message = "Starting.", firms = refdata.firms.len(), outlets = refdata.outlets.len(), zones = refdata.zones.len(), units_paid = index.len(), topics = ?settings.topics);
     let processor = Processor::new(refdata, index);
 
@@ -196,6 +200,7 @@ fn poll_loop(
     let mut last_caught_up_check = Instant::now();
     loop {
         if shutdown.load(Ordering::Relaxed) {
+            crate::crash::reached("during_shutdown");
             break;
         }
         if let Some(changes) = consumer.context().take_changes() {
@@ -255,6 +260,7 @@ fn poll_loop(
                     received_at_unix_s: now_unix_s(),
                 };
                 processor.process(consumed, &mut batch);
+                crate::crash::reached("mid_batch");
                 if batch.is_full(&settings.limits) {
                     ship(&mut batch, batch_tx, batch_capacity)?;
                 }

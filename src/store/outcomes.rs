@@ -116,6 +116,7 @@ pub async fn insert_outcomes(store: &Store, rows: Bytes) -> Result<(), StoreErro
     ));
     let mut insert = store.client().insert_formatted_with(statement.clone());
     store.bounded(&statement, insert.send(body)).await?;
+    crate::crash::reached("mid_insert");
     store.bounded(&statement, insert.end()).await
 }
 
