@@ -124,6 +124,10 @@ pub enum Command {
     Run(RunArgs),
     /// List the named crash points (one per line) for `SUBSIDY_CRASH_AT`.
     CrashPoints,
+    /// Generate a realistic sample feed (reference CSVs and events) and optionally produce it.
+    Sample(SampleArgs),
+    /// End-to-end benchmark against a bare consumer: events/s, ratio and peak RSS.
+    Bench(BenchArgs),
     /// Reports for analysts.
     Report {
         #[command(subcommand)]
@@ -185,6 +189,83 @@ fn parse_program(text: &str) -> Result<crate::domain::Program, String> {
     crate::domain::Program::from_type(text).ok_or_else(|| {
         format!("unknown program {text:?}: use takeout_order, import_parcel or rural_delivery")
     })
+}
+
+/// Order of a produced sample feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SampleOrder {
+    /// As generated (months already out of order).
+    Generated,
+    /// Sorted by event time.
+    Time,
+    /// Shuffled with the seed.
+    Shuffled,
+}
+
+/// Flags of `sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Messages to generate.
+    #[arg(long, env = "SUBSIDY_SAMPLE_EVENTS", default_value_t = 100_000)]
+    pub events: usize,
+    /// Seed; the same seed gives the same feed.
+    #[arg(long, env = "SUBSIDY_SAMPLE_SEED", default_value_t = 2022)]
+    pub seed: u64,
+    /// Add one import firm and one rural outlet past their yearly caps (needs ≥ 350,000 events).
+    #[arg(long, env = "SUBSIDY_SAMPLE_CAP_CROSSING")]
+    pub cap_crossing: bool,
+    /// Message order.
+    #[arg(
+        long,
+        value_enum,
+        env = "SUBSIDY_SAMPLE_ORDER",
+        default_value = "shuffled"
+    )]
+    pub order: SampleOrder,
+    /// Where firms.csv, outlets.csv and zones.csv are written.
+    #[arg(long, env = "SUBSIDY_SAMPLE_OUT_DIR", default_value = "sample-data")]
+    pub out_dir: PathBuf,
+    /// Produce the events into Kafka (topics created if missing).
+    #[arg(long)]
+    pub produce: bool,
+    /// Partitions of each topic created by `--produce`.
+    #[arg(long, env = "SUBSIDY_SAMPLE_PARTITIONS", default_value_t = 4)]
+    pub partitions: i32,
+    /// Bootstrap brokers.
+    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topics for takeout orders, import parcels and rural deliveries, in that order.
+    #[arg(
+        long,
+        env = "SUBSIDY_TOPICS",
+        value_delimiter = ',',
+        num_args = 3,
+        default_value = "subsidy.takeout.orders,subsidy.import.parcels,subsidy.rural.deliveries"
+    )]
+    pub topics: Vec<String>,
+}
+
+/// Flags of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Events to produce and ingest.
+    #[arg(long, env = "SUBSIDY_BENCH_EVENTS", default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Seed of the sample feed.
+    #[arg(long, env = "SUBSIDY_BENCH_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Partitions per topic.
+    #[arg(long, env = "SUBSIDY_BENCH_PARTITIONS", default_value_t = 4)]
+    pub partitions: i32,
+    /// Bootstrap brokers.
+    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Keep the scratch database (`bench_<millis>`) for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `run`.
@@ -270,6 +351,25 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 },
         } => load_refdata(&cli.clickhouse, firms, outlets, zones).await,
         Command::Run(args) => run(&cli.clickhouse, &args).await,
+        Command::Sample(args) => sample(args).await,
+        Command::Bench(args) => {
+            let settings = crate::bench::BenchSettings {
+                events: args.events,
+                seed: args.seed,
+                partitions: args.partitions,
+                kafka: plain_kafka(&args.brokers),
+                store: cli.clickhouse.store_config(),
+                keep: args.keep,
+                ingester_exe: std::env::current_exe().context("cannot find this binary")?,
+            };
+            let report = crate::bench::bench(&settings).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", crate::bench::render(&report));
+            }
+            Ok(())
+        }
         Command::CrashPoints => {
             for (name, _) in crate::crash::CRASH_POINTS {
                 println!("{name}");
@@ -292,6 +392,84 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Kafka settings for clients outside a consumer group's life (producers, benchmark).
+fn plain_kafka(brokers: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers.to_string(),
+        group_id: "subsidy-ingester-tools".into(),
+        session_timeout_ms: 6_000,
+        heartbeat_interval_ms: 500,
+    }
+}
+
+async fn sample(args: SampleArgs) -> anyhow::Result<()> {
+    use crate::sample::{FeedOrder, SampleConfig, SampleTopics};
+    let mut config = if args.cap_crossing {
+        if args.events < crate::sample::CAP_CROSSING_EVENTS_MIN {
+            bail!(
+                "--cap-crossing needs --events of at least {}",
+                crate::sample::CAP_CROSSING_EVENTS_MIN
+            );
+        }
+        SampleConfig::with_cap_crossing(args.events, args.seed)
+    } else {
+        SampleConfig {
+            seed: args.seed,
+            events: args.events,
+            ..SampleConfig::default()
+        }
+    };
+    config.topics = SampleTopics {
+        takeout: args.topics[0].clone(),
+        import: args.topics[1].clone(),
+        rural: args.topics[2].clone(),
+    };
+    let mut feed = crate::sample::generate(&config);
+    feed.reorder(match args.order {
+        SampleOrder::Generated => FeedOrder::AsGenerated,
+        SampleOrder::Time => FeedOrder::TimeOrdered,
+        SampleOrder::Shuffled => FeedOrder::Shuffled { seed: args.seed },
+    });
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    let write = |name: &str, text: String| -> anyhow::Result<()> {
+        let path = args.out_dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("firms.csv", refdata::firms_to_csv(&feed.firms))?;
+    write("outlets.csv", refdata::outlets_to_csv(&feed.outlets))?;
+    write("zones.csv", refdata::zones_to_csv(&feed.zones))?;
+    let mut by_outcome: std::collections::BTreeMap<String, u64> = Default::default();
+    for message in &feed.messages {
+        let key = match message.expected.reason() {
+            Some(reason) => reason.as_str().to_string(),
+            None => "accepted".to_string(),
+        };
+        *by_outcome.entry(key).or_default() += 1;
+    }
+    println!(
+        "sample: {} events, {} firms, {} outlets, {} zones written to {}; expected outcomes {}",
+        feed.messages.len(),
+        feed.firms.len(),
+        feed.outlets.len(),
+        feed.zones.len(),
+        args.out_dir.display(),
+        serde_json::to_string(&by_outcome)?
+    );
+    if args.produce {
+        let started = std::time::Instant::now();
+        let sent =
+            crate::feed::produce(&plain_kafka(&args.brokers), &feed.messages, args.partitions)
+                .await?;
+        println!(
+            "sample: produced {sent} messages to {} in {:.1} s",
+            args.topics.join(", "),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 async fn load_refdata(

@@ -13,11 +13,13 @@
 //! - [`dedup`]: the index of paid unit keys that turns repeats into `duplicate`.
 //! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
 
+pub mod bench;
 pub mod cli;
 pub mod crash;
 pub mod decode;
 pub mod dedup;
 pub mod domain;
+pub mod feed;
 pub mod ingest;
 pub mod kafka;
 pub mod policy;

@@ -99,6 +99,15 @@ impl World {
         )
     }
 
+    /// The sample generator's topic names for this world.
+    pub fn sample_topics(&self) -> subsidy_ingester::sample::SampleTopics {
+        subsidy_ingester::sample::SampleTopics {
+            takeout: self.takeout_topic.clone(),
+            import: self.import_topic.clone(),
+            rural: self.rural_topic.clone(),
+        }
+    }
+
     /// The binary with this world's environment, ready for arguments.
     pub fn command(&self) -> Command {
         let mut command = Command::new(binary());
