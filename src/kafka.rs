@@ -78,6 +78,9 @@ impl KafkaConfig {
             // Bounded prefetch: at most 32 MiB of messages buffered by librdkafka.
             .set("queued.max.messages.kbytes", "32768")
             .set("fetch.max.bytes", "16777216")
+            // librdkafka waits this long before fetching again once its queue is full (default
+            // 1 s); a busy consumer then starves for most of each second.
+            .set("fetch.queue.backoff.ms", "20")
             .set("partition.assignment.strategy", "range,roundrobin")
             .create_with_context(context)
             .map_err(|source| KafkaSetupError::Client {
@@ -101,6 +104,7 @@ impl KafkaConfig {
             )
             .set("queued.max.messages.kbytes", "32768")
             .set("fetch.max.bytes", "16777216")
+            .set("fetch.queue.backoff.ms", "20")
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "consumer",

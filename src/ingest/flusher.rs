@@ -48,10 +48,22 @@ impl Flusher {
     /// Makes one batch durable; returns only when it is, or on a permanent error.
     pub async fn flush(&self, mut batch: Batch) -> Result<(), FlushError> {
         crate::crash::reached("before_dead_letters");
+        let letters_started = std::time::Instant::now();
         self.send_dead_letters(batch.dead_letters()).await?;
+        tracing::debug!(
+            message = "Dead letters acknowledged.",
+            letters = batch.dead_letters().len(),
+            elapsed_ms = letters_started.elapsed().as_millis() as u64
+        );
         crate::crash::reached("after_dead_letters");
         let rows = Bytes::from(batch.take_rows());
+        let insert_started = std::time::Instant::now();
         self.insert_with_retry(rows).await?;
+        tracing::debug!(
+            message = "Batch durable.",
+            rows = batch.len(),
+            insert_ms = insert_started.elapsed().as_millis() as u64
+        );
         crate::crash::reached("after_insert");
         self.stats
             .batch_durable(batch.accepted(), batch.rejected_by_reason());

@@ -198,6 +198,9 @@ fn poll_loop(
     let mut batch = Batch::with_capacity(batch_capacity);
     let mut positions: Positions = HashMap::new();
     let mut last_caught_up_check = Instant::now();
+    let mut poll_wait = Duration::ZERO;
+    let mut ship_wait = Duration::ZERO;
+    let mut caught_up_wait = Duration::ZERO;
     loop {
         if shutdown.load(Ordering::Relaxed) {
             crate::crash::reached("during_shutdown");
@@ -217,13 +220,18 @@ fn poll_loop(
                 };
             }
         }
-        match consumer.poll(POLL_TIMEOUT) {
+        let poll_started = Instant::now();
+        let polled = consumer.poll(POLL_TIMEOUT);
+        poll_wait += poll_started.elapsed();
+        match polled {
             None => {
                 if settings.until_caught_up
                     && last_caught_up_check.elapsed() >= CAUGHT_UP_CHECK_INTERVAL
                 {
                     last_caught_up_check = Instant::now();
-                    if is_caught_up(consumer, &positions) {
+                    let caught_up = is_caught_up(consumer, &positions);
+                    caught_up_wait += last_caught_up_check.elapsed();
+                    if caught_up {
                         tracing::info!(message = "Caught up with every assigned partition.");
                         break;
                     }
@@ -262,7 +270,9 @@ fn poll_loop(
                 processor.process(consumed, &mut batch);
                 crate::crash::reached("mid_batch");
                 if batch.is_full(&settings.limits) {
+                    let ship_started = Instant::now();
                     ship(&mut batch, batch_tx, batch_capacity)?;
+                    ship_wait += ship_started.elapsed();
                 }
             }
         }
@@ -273,6 +283,12 @@ fn poll_loop(
     if !batch.is_empty() {
         ship(&mut batch, batch_tx, batch_capacity)?;
     }
+    tracing::debug!(
+        message = "Poll loop done.",
+        poll_wait_ms = poll_wait.as_millis() as u64,
+        ship_wait_ms = ship_wait.as_millis() as u64,
+        caught_up_check_ms = caught_up_wait.as_millis() as u64
+    );
     Ok(processor)
 }
 
@@ -292,7 +308,9 @@ fn ship(
 }
 
 /// Returns true if and only if partitions are assigned and each one's next offset has
-/// reached its high watermark.
+/// reached its high watermark, as librdkafka last saw it in a fetch response (an idle
+/// consumer keeps long-polling, so that is at most a fetch wait old). Asking the broker
+/// instead costs a round trip per partition, which some brokers answer slowly.
 fn is_caught_up(consumer: &BaseConsumer<IngestContext>, positions: &Positions) -> bool {
     let Ok(assignment) = consumer.assignment() else {
         return false;
@@ -300,20 +318,44 @@ fn is_caught_up(consumer: &BaseConsumer<IngestContext>, positions: &Positions) -
     if assignment.count() == 0 {
         return false;
     }
+    let next_of = |topic: &str, partition: i32, low: i64| {
+        positions
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .copied()
+            .unwrap_or(low)
+    };
     assignment.elements().iter().all(|element| {
         let (topic, partition) = (element.topic(), element.partition());
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
-            Ok((low, high)) => {
-                let next = positions
-                    .get(topic)
-                    .and_then(|p| p.get(&partition))
-                    .copied()
-                    .unwrap_or(low);
-                next >= high
-            }
-            Err(_) => false,
+        match cached_watermarks(consumer, topic, partition) {
+            Some((low, high)) => next_of(topic, partition, low) >= high,
+            None => false,
         }
     })
+}
+
+/// The low and high watermarks librdkafka last saw for a partition, without asking the
+/// broker; `None` until a fetch response has reported them.
+fn cached_watermarks(
+    consumer: &BaseConsumer<IngestContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic is a valid C
+    // string for the call; librdkafka only writes the two out-parameters.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    let ok = error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    (ok && high >= 0).then_some((low, high))
 }
 
 fn now_unix_s() -> u32 {
