@@ -132,26 +132,40 @@ SELECT
     CAST(city_share_fen AS Decimal(18, 2)) / 100 AS city_share
 FROM {db}.subsidy_funding_monthly_fen;
 
--- Every consumed message that is not a unit, once per source message. The second part lists
--- accepted rows that lost to an earlier copy of the same unit key (only possible when
--- instances race); they are duplicates too, so messages = units + rejected rows always holds.
+-- Every consumed message that is not a unit, once per source message. A message stored
+-- twice with different outcomes (two instances briefly sharing a partition, one seeing the
+-- unit as new and the other as a duplicate) counts as accepted here; the second part then
+-- lists it as a duplicate unless it is the unit. The second part lists accepted rows that
+-- lost to an earlier copy of the same unit key; so messages = units + rejected rows holds.
 CREATE VIEW IF NOT EXISTS {db}.rejected_events AS
-SELECT received_at, topic, `partition`, `offset`, reason, detail, payload, event_id, program, unit_key
+SELECT
+    first_received_at AS received_at,
+    topic,
+    `partition`,
+    `offset`,
+    first_reason AS reason,
+    first_detail AS detail,
+    first_payload AS payload,
+    first_event_id AS event_id,
+    first_program AS program,
+    first_unit_key AS unit_key
 FROM
 (
     SELECT
         topic,
         `partition`,
         `offset`,
-        any(received_at) AS received_at,
-        any(reason) AS reason,
-        any(detail) AS detail,
-        any(payload) AS payload,
-        any(event_id) AS event_id,
-        any(program) AS program,
-        any(unit_key) AS unit_key
-    FROM (SELECT * FROM {db}.outcomes WHERE reason != '')
+        anyIf(received_at, reason != '') AS first_received_at,
+        anyIf(reason, reason != '') AS first_reason,
+        anyIf(detail, reason != '') AS first_detail,
+        anyIf(payload, reason != '') AS first_payload,
+        anyIf(event_id, reason != '') AS first_event_id,
+        anyIf(program, reason != '') AS first_program,
+        anyIf(unit_key, reason != '') AS first_unit_key,
+        countIf(reason = '') AS accepted_rows
+    FROM {db}.outcomes
     GROUP BY topic, `partition`, `offset`
+    HAVING accepted_rows = 0
 )
 UNION ALL
 SELECT
