@@ -60,6 +60,26 @@ struct Armed {
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+static POISON_MARKER: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+
+/// Fault injection for poison-message tests: with `SUBSIDY_FAULT_POISON_MARKER` set, the
+/// outcome row of every message containing the marker is encoded so that ClickHouse
+/// refuses it. Returns true if and only if `payload` is such a message.
+#[inline]
+pub fn is_poison(payload: &[u8]) -> bool {
+    let marker = POISON_MARKER.get_or_init(|| {
+        std::env::var("SUBSIDY_FAULT_POISON_MARKER")
+            .ok()
+            .filter(|m| !m.is_empty())
+            .map(String::into_bytes)
+    });
+    match marker {
+        None => false,
+        Some(marker) => payload
+            .windows(marker.len())
+            .any(|w| w == marker.as_slice()),
+    }
+}
 
 /// Why the crash-point settings are unusable.
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,25 @@ pub struct Batch {
     accepted: u64,
     rejected_by_reason: [u64; Reason::ALL.len()],
     first_row_at: Option<Instant>,
+    /// Byte offset just past each row in `rows`: lets the flusher split an insert that
+    /// ClickHouse refuses down to the row it refuses.
+    row_ends: Vec<usize>,
+    /// Where each row came from, to replace a refused row with a rejection.
+    row_sources: Vec<RowSource>,
+    /// Topic names `row_sources` point into (a batch holds a handful).
+    topics: Vec<String>,
+}
+
+/// The source of one row of a batch and the outcome it records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSource {
+    /// Index into the batch's topic names.
+    pub topic: usize,
+    pub partition: i32,
+    pub offset: i64,
+    pub received_at_unix_s: u32,
+    /// `None` for an accepted unit, else the reason it was rejected with.
+    pub rejection: Option<Reason>,
 }
 
 impl Batch {
@@ -57,6 +76,9 @@ impl Batch {
             accepted: 0,
             rejected_by_reason: [0; Reason::ALL.len()],
             first_row_at: None,
+            row_ends: Vec::new(),
+            row_sources: Vec::new(),
+            topics: Vec::new(),
         }
     }
 
@@ -67,6 +89,21 @@ impl Batch {
         }
         row.encode(&mut self.rows);
         self.row_count += 1;
+        self.row_ends.push(self.rows.len());
+        let topic = match self.topics.iter().position(|t| t == row.topic) {
+            Some(index) => index,
+            None => {
+                self.topics.push(row.topic.to_string());
+                self.topics.len() - 1
+            }
+        };
+        self.row_sources.push(RowSource {
+            topic,
+            partition: row.partition as i32,
+            offset: row.offset as i64,
+            received_at_unix_s: row.received_at_unix_s,
+            rejection,
+        });
         match rejection {
             None => self.accepted += 1,
             Some(reason) => self.rejected_by_reason[reason as usize] += 1,
@@ -135,5 +172,84 @@ impl Batch {
     /// Takes the encoded rows out, leaving the batch's other fields intact.
     pub fn take_rows(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.rows).into_inner()
+    }
+
+    /// Byte range of rows `first..end` within the encoded rows.
+    pub fn byte_range(&self, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let start = if rows.start == 0 {
+            0
+        } else {
+            self.row_ends[rows.start - 1]
+        };
+        let end = if rows.end == 0 {
+            0
+        } else {
+            self.row_ends[rows.end - 1]
+        };
+        start..end
+    }
+
+    /// Source and outcome of row `index`, with its topic name.
+    pub fn row_source(&self, index: usize) -> (&str, RowSource) {
+        let source = self.row_sources[index];
+        (&self.topics[source.topic], source)
+    }
+
+    /// Test hook (fault injection): makes the last row one ClickHouse refuses, by appending
+    /// a string length no server accepts. Only called when `SUBSIDY_FAULT_POISON_MARKER`
+    /// is set and the message contains the marker.
+    pub fn poison_last_row(&mut self) {
+        // A LEB128 length of 2^62: "Too large string size" on every server version.
+        let mut garbage = RowBinaryWriter::default();
+        garbage.put_leb128_raw(1u64 << 62);
+        let garbage = garbage.into_inner();
+        let mut rows = std::mem::take(&mut self.rows).into_inner();
+        rows.extend_from_slice(&garbage);
+        self.rows = RowBinaryWriter::from_vec(rows);
+        if let Some(end) = self.row_ends.last_mut() {
+            *end = self.rows.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(topic: &str, partition: u32, offset: u64) -> OutcomeRow<'_> {
+        OutcomeRow {
+            topic,
+            partition,
+            offset,
+            ..OutcomeRow::default()
+        }
+    }
+
+    #[test]
+    fn byte_ranges_cut_the_buffer_at_row_boundaries() {
+        let mut batch = Batch::with_capacity(1024);
+        batch.push(&row("a", 0, 7), None);
+        batch.push(&row("bb", 1, 9), Some(Reason::Duplicate));
+        batch.push(&row("a", 0, 8), None);
+        let all = batch.byte_range(0..3);
+        assert_eq!(all, 0..batch.bytes());
+        let first = batch.byte_range(0..1);
+        let rest = batch.byte_range(1..3);
+        assert_eq!(first.end, rest.start);
+        assert_eq!(batch.byte_range(0..0), 0..0);
+        let (topic, source) = batch.row_source(1);
+        assert_eq!((topic, source.partition, source.offset), ("bb", 1, 9));
+        assert_eq!(source.rejection, Some(Reason::Duplicate));
+        assert_eq!(batch.next_offsets()["a"][&0], 9);
+    }
+
+    #[test]
+    fn a_poisoned_row_grows_only_itself() {
+        let mut batch = Batch::with_capacity(1024);
+        batch.push(&row("a", 0, 1), None);
+        let before = batch.bytes();
+        batch.poison_last_row();
+        assert!(batch.bytes() > before);
+        assert_eq!(batch.byte_range(0..1), 0..batch.bytes());
     }
 }

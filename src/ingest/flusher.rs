@@ -9,10 +9,11 @@
 //! memory stays bounded because the poll loop can hand over at most
 //! `batches_in_flight_max` batches and then waits.
 
-use super::batch::{Batch, DeadLetter};
+use super::batch::{Batch, DeadLetter, RowSource};
 use super::context::IngestContext;
 use super::stats::Stats;
-use crate::store::outcomes::insert_outcomes;
+use crate::store::outcomes::{insert_outcomes, OutcomeRow};
+use crate::store::rowbinary::RowBinaryWriter;
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -22,6 +23,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Reason code of a message whose outcome row ClickHouse refused (not in SPEC §5: the
+/// message is kept, with the server's error, instead of stalling its partition).
+pub const STORAGE_REFUSED: &str = "storage_refused";
 
 /// Why the flusher stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -58,18 +63,79 @@ impl Flusher {
         crate::crash::reached("after_dead_letters");
         let rows = Bytes::from(batch.take_rows());
         let insert_started = std::time::Instant::now();
-        self.insert_with_retry(rows).await?;
+        let refused = self.insert_isolating_refused_rows(&batch, rows).await?;
         tracing::debug!(
             message = "Batch durable.",
             rows = batch.len(),
             insert_ms = insert_started.elapsed().as_millis() as u64
         );
         crate::crash::reached("after_insert");
+        let mut accepted = batch.accepted();
+        let mut rejected_by_reason = *batch.rejected_by_reason();
+        for row in &refused {
+            match row.rejection {
+                None => accepted -= 1,
+                Some(reason) => rejected_by_reason[reason as usize] -= 1,
+            }
+        }
+        self.stats.batch_durable(accepted, &rejected_by_reason);
         self.stats
-            .batch_durable(batch.accepted(), batch.rejected_by_reason());
+            .storage_refused
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
         self.commit_advisory(&batch);
         crate::crash::reached("after_commit");
         Ok(())
+    }
+
+    /// Inserts the batch's rows. Should ClickHouse refuse them for a reason retrying cannot
+    /// fix, the rows are split in halves, again and again, until the refused rows are
+    /// alone; each is then replaced by a `storage_refused` rejection carrying the server's
+    /// error, so one bad message never stalls its partition or blocks the good ones.
+    /// Halves go in order, left first, so each partition's offsets still ascend. Returns
+    /// the sources of the replaced rows.
+    async fn insert_isolating_refused_rows(
+        &self,
+        batch: &Batch,
+        rows: Bytes,
+    ) -> Result<Vec<RowSource>, StoreError> {
+        let mut refused = Vec::new();
+        // Ranges of rows still to insert, the next one on top.
+        let mut pending: Vec<std::ops::Range<usize>> = vec![0..batch.len()];
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            let bytes = rows.slice(batch.byte_range(range.clone()));
+            let error = match self.insert_with_retry(bytes).await {
+                Ok(()) => continue,
+                Err(error @ StoreError::Query { .. }) => error,
+                Err(other) => return Err(other),
+            };
+            if range.len() > 1 {
+                let middle = range.start + range.len() / 2;
+                pending.push(middle..range.end);
+                pending.push(range.start..middle);
+                continue;
+            }
+            let (topic, source) = batch.row_source(range.start);
+            tracing::error!(message = "ClickHouse refused a message's row; storing it as storage_refused.", topic, partition = source.partition, offset = source.offset, %error);
+            let detail = format!("ClickHouse refused the outcome row: {error}");
+            let replacement = OutcomeRow {
+                topic,
+                partition: source.partition as u32,
+                offset: source.offset as u64,
+                received_at_unix_s: source.received_at_unix_s,
+                reason: STORAGE_REFUSED,
+                detail: &detail,
+                ..OutcomeRow::default()
+            };
+            let mut encoded = RowBinaryWriter::default();
+            replacement.encode(&mut encoded);
+            self.insert_with_retry(Bytes::from(encoded.into_inner()))
+                .await?;
+            refused.push(source);
+        }
+        Ok(refused)
     }
 
     async fn insert_with_retry(&self, rows: Bytes) -> Result<(), StoreError> {

@@ -41,6 +41,13 @@ impl Processor {
 
     /// Decides the message's outcome and appends it to `batch`.
     pub fn process(&mut self, message: Consumed<'_>, batch: &mut Batch) {
+        self.decide(message, batch);
+        if crate::crash::is_poison(message.payload) {
+            batch.poison_last_row();
+        }
+    }
+
+    fn decide(&mut self, message: Consumed<'_>, batch: &mut Batch) {
         let source = SourceRef {
             topic: message.topic,
             partition: message.partition as u32,

@@ -51,6 +51,16 @@ impl RowBinaryWriter {
         self.buf.extend_from_slice(&value.to_le_bytes());
     }
 
+    /// Wraps bytes already in RowBinary.
+    pub fn from_vec(buf: Vec<u8>) -> RowBinaryWriter {
+        RowBinaryWriter { buf }
+    }
+
+    /// A bare LEB128 number (a string's length prefix without the string).
+    pub fn put_leb128_raw(&mut self, value: u64) {
+        self.put_leb128(value);
+    }
+
     fn put_leb128(&mut self, mut value: u64) {
         loop {
             let byte = (value & 0x7f) as u8;
