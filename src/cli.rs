@@ -124,10 +124,16 @@ pub enum Command {
     Run(RunArgs),
     /// List the named crash points (one per line) for `SUBSIDY_CRASH_AT`.
     CrashPoints,
+    /// Check per topic and partition that messages = units + rejected rows, without gaps;
+    /// exits 1 if any partition does not balance.
+    Conservation(ConservationArgs),
     /// Generate a realistic sample feed (reference CSVs and events) and optionally produce it.
     Sample(SampleArgs),
     /// End-to-end benchmark against a bare consumer: events/s, ratio and peak RSS.
     Bench(BenchArgs),
+    /// Dry run: reprocess a topic range (from an offset or a time) into a scratch database
+    /// and show how the outcomes and nominal totals differ from live (audits, rule fixes).
+    Replay(ReplayArgs),
     /// Reports for analysts.
     Report {
         #[command(subcommand)]
@@ -245,6 +251,20 @@ pub struct SampleArgs {
     pub topics: Vec<String>,
 }
 
+/// Flags of `conservation`.
+#[derive(Debug, Args)]
+pub struct ConservationArgs {
+    /// Also ask the broker how many messages each partition holds beyond what is stored.
+    #[arg(long)]
+    pub with_kafka: bool,
+    /// Bootstrap brokers (with `--with-kafka`).
+    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Flags of `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -266,6 +286,80 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `replay`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["from_offset", "from_time"])))]
+#[command(group(clap::ArgGroup::new("to").args(["to_offset", "to_time"])))]
+pub struct ReplayArgs {
+    /// Topic to replay.
+    #[arg(long, env = "SUBSIDY_REPLAY_TOPIC")]
+    pub topic: String,
+    /// Partitions to replay, comma-separated; all of the topic's when unset.
+    #[arg(long, env = "SUBSIDY_REPLAY_PARTITIONS", value_delimiter = ',')]
+    pub partitions: Option<Vec<i32>>,
+    /// Start at this offset in every replayed partition.
+    #[arg(long, env = "SUBSIDY_REPLAY_FROM_OFFSET", value_parser = clap::value_parser!(i64).range(0..))]
+    pub from_offset: Option<i64>,
+    /// Start at the first message stamped at or after this RFC 3339 time (with offset).
+    #[arg(long, env = "SUBSIDY_REPLAY_FROM_TIME", value_parser = parse_rfc3339)]
+    pub from_time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Stop before this offset (exclusive); the high watermark at start when no end is given.
+    #[arg(long, env = "SUBSIDY_REPLAY_TO_OFFSET", value_parser = clap::value_parser!(i64).range(0..))]
+    pub to_offset: Option<i64>,
+    /// Stop before the first message stamped at or after this RFC 3339 time.
+    #[arg(long, env = "SUBSIDY_REPLAY_TO_TIME", value_parser = parse_rfc3339)]
+    pub to_time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Scratch database (dropped and recreated; never one replay did not make);
+    /// default `<live database>_replay`.
+    #[arg(long, env = "SUBSIDY_REPLAY_SCRATCH_DATABASE")]
+    pub scratch_database: Option<String>,
+    /// Keep the scratch database for inspection.
+    #[arg(long, env = "SUBSIDY_REPLAY_KEEP_SCRATCH")]
+    pub keep_scratch: bool,
+    /// Print the report as JSON instead of text.
+    #[arg(long, env = "SUBSIDY_REPLAY_JSON")]
+    pub json: bool,
+    /// Bootstrap brokers.
+    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+}
+
+impl ReplayArgs {
+    /// The settings of `replay` these flags describe.
+    pub fn settings(&self, clickhouse: &ClickHouseArgs) -> crate::replay::ReplaySettings {
+        use crate::replay::{ReplayEnd, ReplayStart};
+        let live = clickhouse.store_config();
+        let start = match (self.from_offset, self.from_time) {
+            (_, Some(time)) => ReplayStart::Time(time),
+            (offset, None) => ReplayStart::Offset(offset.unwrap_or(0)),
+        };
+        let end = match (self.to_offset, self.to_time) {
+            (_, Some(time)) => Some(ReplayEnd::Time(time)),
+            (Some(offset), None) => Some(ReplayEnd::Offset(offset)),
+            (None, None) => None,
+        };
+        crate::replay::ReplaySettings {
+            kafka: plain_kafka(&self.brokers),
+            scratch_database: self
+                .scratch_database
+                .clone()
+                .unwrap_or_else(|| format!("{}_replay", live.database)),
+            live,
+            topic: self.topic.clone(),
+            partitions: self.partitions.clone(),
+            start,
+            end,
+            keep_scratch: self.keep_scratch,
+        }
+    }
+}
+
+fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+        format!("expected an RFC 3339 time with offset, e.g. 2024-05-01T00:00:00+08:00 ({e})")
+    })
 }
 
 /// Flags of `run`.
@@ -367,6 +461,30 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", crate::bench::render(&report));
+            }
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let report = crate::replay::replay(&args.settings(&cli.clickhouse)).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", crate::replay::render(&report));
+            }
+            Ok(())
+        }
+        Command::Conservation(args) => {
+            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            migrate::ensure_migrated(&store).await?;
+            let kafka = args.with_kafka.then(|| plain_kafka(&args.brokers));
+            let balances = crate::conservation::check(&store, kafka.as_ref()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&balances)?);
+            } else {
+                print!("{}", crate::conservation::render(&balances));
+            }
+            if balances.iter().any(|b| !b.balanced) {
+                bail!("conservation check failed: see the partitions marked NO");
             }
             Ok(())
         }

@@ -12,9 +12,11 @@
 //! - [`rules`]: pure eligibility rules: event + reference data → unit or rejection (§5 steps 5–6).
 //! - [`dedup`]: the index of paid unit keys that turns repeats into `duplicate`.
 //! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
+//! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
 
 pub mod bench;
 pub mod cli;
+pub mod conservation;
 pub mod crash;
 pub mod decode;
 pub mod dedup;
@@ -24,6 +26,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod policy;
 pub mod refdata;
+pub mod replay;
 pub mod report;
 pub mod rules;
 pub mod sample;

@@ -303,6 +303,18 @@ async fn a_small_feed_lands_with_hand_computed_totals_and_dead_letters() {
         ]
     );
 
+    // The conservation check balances, and nothing is left unconsumed in Kafka.
+    let balance = world.run_ok(&["conservation", "--with-kafka"]);
+    assert!(
+        balance.contains("total: 8 messages = 4 units + 4 rejected; every partition balances"),
+        "{balance}"
+    );
+    let balances: serde_json::Value =
+        serde_json::from_str(&world.run_ok(&["conservation", "--with-kafka", "--json"])).unwrap();
+    assert_eq!(balances[0]["messages"], 8);
+    assert_eq!(balances[0]["gaps"], 0);
+    assert_eq!(balances[0]["not_yet_consumed"], 0);
+
     // The report prints the same views in every format.
     let table = world.run_ok(&["report", "monthly", "--year", "2024", "--by", "district"]);
     assert!(table.contains("330109"), "{table}");

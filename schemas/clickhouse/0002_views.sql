@@ -198,22 +198,26 @@ FROM
 )
 ARRAY JOIN arraySlice(copies, 2) AS lost;
 
--- Conservation, per topic and partition: consumed messages = ledgered units + rejected rows.
+-- Conservation, per topic and partition: consumed messages = ledgered units + rejected rows,
+-- and the consumed offsets form one run without gaps (`gaps` = offsets missing between the
+-- first and the last consumed one).
 CREATE VIEW IF NOT EXISTS {db}.conservation AS
 SELECT
     topic,
     `partition`,
     messages,
+    min_offset,
     max_offset,
     units,
     rejected,
-    messages = units + rejected AS balanced
+    (max_offset - min_offset + 1) - messages AS gaps,
+    messages = units + rejected AND gaps = 0 AS balanced
 FROM
 (
     SELECT *
     FROM
     (
-        SELECT topic, `partition`, count() AS messages, max(`offset`) AS max_offset
+        SELECT topic, `partition`, count() AS messages, min(`offset`) AS min_offset, max(`offset`) AS max_offset
         FROM (SELECT DISTINCT topic, `partition`, `offset` FROM {db}.outcomes)
         GROUP BY topic, `partition`
     )
