@@ -100,7 +100,8 @@ impl Flusher {
     ) -> Result<Vec<RowSource>, StoreError> {
         let mut refused = Vec::new();
         // Ranges of rows still to insert, the next one on top.
-        let mut pending: Vec<std::ops::Range<usize>> = vec![0..batch.len()];
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::with_capacity(64);
+        pending.push(0..batch.len());
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;
