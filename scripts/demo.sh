@@ -40,10 +40,14 @@ echo "--- ingesting until caught up"
 
 echo "--- monthly report 2023, by program"
 "$bin" report monthly --year 2023 --by program
-echo "--- import parcels 2023 by recipient (the capped firm stops at 200000.00)"
-"$bin" report monthly --year 2023 --by recipient --program import_parcel | sort -k5 -n -r | head -n 14
+echo "--- the import cap: firm cainiao, 2023 (granted stops at 200000.00; December is cut)"
+"$bin" report monthly --year 2023 --by recipient --recipient cainiao
+echo "--- the rural cap: outlet RO-330127-002, 2024 (granted stops at 30000.00)"
+"$bin" report monthly --year 2024 --by recipient --recipient RO-330127-002
 echo "--- funding split, March 2024, by district (Article 20)"
 "$bin" report monthly --year 2024 --month 3 --by district
+echo "--- conservation: every message is a unit or a rejection"
+"$bin" conservation --with-kafka | tail -n 1
 echo "--- rejections by reason"
 curl -sf "${SUBSIDY_CLICKHOUSE_URL:-http://127.0.0.1:8123}/" --data-binary \
   "SELECT reason, count() AS messages FROM ${SUBSIDY_CLICKHOUSE_DATABASE}.rejected_events GROUP BY reason ORDER BY messages DESC FORMAT PrettyCompactNoEscapes"

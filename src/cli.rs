@@ -181,6 +181,9 @@ pub struct MonthlyArgs {
     /// Only this program (takeout_order, import_parcel, rural_delivery).
     #[arg(long, env = "SUBSIDY_REPORT_PROGRAM", value_parser = parse_program)]
     pub program: Option<crate::domain::Program>,
+    /// Only this recipient: courier, firm or outlet id (with --by program or recipient).
+    #[arg(long, env = "SUBSIDY_REPORT_RECIPIENT")]
+    pub recipient: Option<String>,
     /// Output format.
     #[arg(
         long,
@@ -504,6 +507,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 month: args.month,
                 grouping: args.by,
                 program: args.program,
+                recipient: args.recipient,
             };
             let table = report::fetch(&store, &query).await?;
             print!("{}", report::render(&table, args.format));

@@ -34,7 +34,7 @@ pub enum Format {
 }
 
 /// Which rows to report.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReportQuery {
     /// Calendar year (local); all years when `None`.
     pub year: Option<i32>,
@@ -43,6 +43,8 @@ pub struct ReportQuery {
     pub grouping: Grouping,
     /// Only this program, when set.
     pub program: Option<Program>,
+    /// Only this recipient (courier, firm or outlet), when set.
+    pub recipient: Option<String>,
 }
 
 /// Kind of a column, for alignment, totals and JSON typing.
@@ -72,6 +74,10 @@ pub enum ReportError {
     MonthWithoutYear,
     #[error("--month must be 1 to 12, got {0}")]
     BadMonth(u32),
+    #[error("--recipient {0:?} is not an identifier (1-64 of A-Z a-z 0-9 . _ : -)")]
+    BadRecipient(String),
+    #[error("--recipient works with --by program or --by recipient (the funding view has no recipients)")]
+    RecipientByDistrict,
     #[error("ClickHouse returned an unreadable report row: {0}")]
     BadRow(String),
 }
@@ -91,6 +97,12 @@ impl ReportQuery {
         if let Some(program) = self.program {
             conditions.push(format!("program = '{}'", program.as_str()));
         }
+        if let Some(recipient) = &self.recipient {
+            if !crate::decode::is_identifier(recipient) {
+                return Err(ReportError::BadRecipient(recipient.clone()));
+            }
+            conditions.push(format!("recipient_id = '{recipient}'"));
+        }
         Ok(conditions.join(" AND "))
     }
 
@@ -98,6 +110,9 @@ impl ReportQuery {
     pub fn sql(&self) -> Result<(String, Columns), ReportError> {
         use ColumnKind::{Count, Money, Text};
         let filter = self.filter()?;
+        if self.recipient.is_some() && self.grouping == Grouping::District {
+            return Err(ReportError::RecipientByDistrict);
+        }
         Ok(match self.grouping {
             Grouping::Program => (
                 format!(
@@ -340,6 +355,7 @@ mod tests {
             month: Some(3),
             grouping: Grouping::Program,
             program: None,
+            recipient: None,
         };
         assert!(matches!(q.sql(), Err(ReportError::MonthWithoutYear)));
         q.year = Some(2024);
@@ -348,5 +364,9 @@ mod tests {
         q.month = Some(1);
         let (sql, _) = q.sql().unwrap();
         assert!(sql.contains("toYear(month) = 2024 AND toMonth(month) = 1"));
+        q.recipient = Some("x' OR 1".into());
+        assert!(matches!(q.sql(), Err(ReportError::BadRecipient(_))));
+        q.recipient = Some("cainiao".into());
+        assert!(q.sql().unwrap().0.contains("recipient_id = 'cainiao'"));
     }
 }
