@@ -136,9 +136,11 @@ spawn() {
   # whether or not setsid had to fork.
   rm -f "$pid_file"
   # shellcheck disable=SC2016 # $$ and $@ expand in the child shell.
+  # The subshell's own output goes to the log too: otherwise it would hold the caller's
+  # stdout/stderr open until the service exits, hanging callers that read them to EOF.
   (cd "$(state_dir)" &&
     nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" \
-      >>"$out_log" 2>&1 </dev/null &)
+      >>"$out_log" 2>&1 </dev/null &) >>"$out_log" 2>&1
   local i
   for ((i = 0; i < 50; i++)); do
     [[ -s $pid_file ]] && return 0
