@@ -176,7 +176,13 @@ pub struct MonthlyArgs {
     #[arg(long, env = "SUBSIDY_REPORT_MONTH")]
     pub month: Option<u32>,
     /// Grouping of the rows.
-    #[arg(long, value_enum, env = "SUBSIDY_REPORT_BY", default_value = "program")]
+    #[arg(
+        long,
+        visible_alias = "group-by",
+        value_enum,
+        env = "SUBSIDY_REPORT_BY",
+        default_value = "program"
+    )]
     pub by: Grouping,
     /// Only this program (takeout_order, import_parcel, rural_delivery).
     #[arg(long, env = "SUBSIDY_REPORT_PROGRAM", value_parser = parse_program)]
