@@ -7,8 +7,10 @@
 -- offset stored here, so offsets live with the data and a batch insert that lands only in
 -- part still leaves a gap-free prefix per partition (rows are written in offset order).
 -- `reason = ''` marks an accepted unit; anything else is a rejection (SPEC §5).
--- ReplacingMergeTree on the source coordinates folds away a message written twice
--- (e.g. by two instances during a rebalance); the views never rely on merges having run.
+-- A plain MergeTree on purpose: a message written twice (two instances briefly sharing a
+-- partition) may carry two different outcomes, and a ReplacingMergeTree would keep
+-- whichever was inserted last, possibly erasing the unit. The views read each source once
+-- and prefer an accepted row, so repeated rows never change a total.
 CREATE TABLE IF NOT EXISTS {db}.outcomes
 (
     topic String,
@@ -27,7 +29,7 @@ CREATE TABLE IF NOT EXISTS {db}.outcomes
     local_date Date,
     amount_fen Int64
 )
-ENGINE = ReplacingMergeTree
+ENGINE = MergeTree
 ORDER BY (topic, `partition`, `offset`);
 
 -- Reference data. Every `refdata load` appends a complete snapshot under a new `load_id`
