@@ -15,7 +15,8 @@ mod common;
 mod harness;
 
 use common::oracle::{self, Expectation};
-use harness::{require_services, write_file, yuan_text, World};
+use common::views::{self, expected_funding, expected_monthly, expected_rejections};
+use harness::{require_services, write_file, World};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -276,71 +277,22 @@ async fn produce(messages: &[SampleMessage]) {
         .expect("produce the feed");
 }
 
-fn expected_monthly(expectation: &Expectation) -> Vec<Vec<String>> {
-    expectation
-        .monthly
-        .iter()
-        .map(|r| {
-            vec![
-                r.month.to_string(),
-                r.program.clone(),
-                r.recipient_id.clone(),
-                r.district_code.clone(),
-                r.units.to_string(),
-                yuan_text(r.nominal_fen),
-                yuan_text(r.granted_fen),
-            ]
-        })
-        .collect()
-}
-
-fn expected_funding(expectation: &Expectation) -> Vec<Vec<String>> {
-    expectation
-        .funding
-        .iter()
-        .map(|r| {
-            vec![
-                r.month.to_string(),
-                r.district_code.clone(),
-                r.program.clone(),
-                yuan_text(r.granted_fen),
-                yuan_text(r.district_share_fen),
-                yuan_text(r.city_share_fen),
-            ]
-        })
-        .collect()
-}
-
-fn expected_rejections(expectation: &Expectation) -> Vec<Vec<String>> {
-    expectation
-        .rejected_by_reason
-        .iter()
-        .map(|(reason, n)| vec![reason.clone(), n.to_string()])
-        .collect()
-}
-
 /// Asserts every view on the private server equals the oracle, distinct sources in
 /// `outcomes` = produced messages = ledger units + rejected rows, and conservation holds.
 async fn assert_views_match(server: &PrivateClickHouse, world: &World, expectation: &Expectation) {
-    let monthly = server
-        .query(world, "SELECT toString(month), program, recipient_id, district_code, toString(units), toString(nominal), toString(granted) FROM {db}.subsidy_monthly ORDER BY month, program, recipient_id, district_code")
-        .await;
+    let monthly = server.query(world, views::MONTHLY_SQL).await;
     let expected = expected_monthly(expectation);
     assert_eq!(monthly.len(), expected.len(), "subsidy_monthly row count");
     for (got, want) in monthly.iter().zip(&expected) {
         assert_eq!(got, want, "subsidy_monthly row");
     }
-    let funding = server
-        .query(world, "SELECT toString(month), district_code, program, toString(granted), toString(district_share), toString(city_share) FROM {db}.subsidy_funding_monthly ORDER BY month, district_code, program")
-        .await;
+    let funding = server.query(world, views::FUNDING_SQL).await;
     assert_eq!(
         funding,
         expected_funding(expectation),
         "subsidy_funding_monthly"
     );
-    let rejected_by_reason = server
-        .query(world, "SELECT reason, toString(count()) FROM {db}.rejected_events GROUP BY reason ORDER BY reason")
-        .await;
+    let rejected_by_reason = server.query(world, views::REJECTED_BY_REASON_SQL).await;
     assert_eq!(
         rejected_by_reason,
         expected_rejections(expectation),

@@ -9,7 +9,8 @@ mod common;
 mod harness;
 
 use common::oracle::{self, Expectation};
-use harness::{require_services, write_file, yuan_text, World};
+use common::views::{self, expected_funding, expected_monthly, expected_rejections};
+use harness::{require_services, write_file, World};
 use std::time::{Duration, Instant};
 use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
 use subsidy_ingester::sample::{generate, FeedOrder, SampleConfig, SampleFeed};
@@ -51,64 +52,15 @@ async fn land(world: &World, feed: &SampleFeed) -> tempfile::TempDir {
 }
 
 async fn monthly_view(world: &World) -> Vec<Vec<String>> {
-    world
-        .query("SELECT toString(month), program, recipient_id, district_code, toString(units), toString(nominal), toString(granted) FROM {db}.subsidy_monthly ORDER BY month, program, recipient_id, district_code")
-        .await
+    world.query(views::MONTHLY_SQL).await
 }
 
 async fn funding_view(world: &World) -> Vec<Vec<String>> {
-    world
-        .query("SELECT toString(month), district_code, program, toString(granted), toString(district_share), toString(city_share) FROM {db}.subsidy_funding_monthly ORDER BY month, district_code, program")
-        .await
+    world.query(views::FUNDING_SQL).await
 }
 
 async fn rejected_by_reason(world: &World) -> Vec<Vec<String>> {
-    world
-        .query("SELECT reason, toString(count()) FROM {db}.rejected_events GROUP BY reason ORDER BY reason")
-        .await
-}
-
-fn expected_monthly(expectation: &Expectation) -> Vec<Vec<String>> {
-    expectation
-        .monthly
-        .iter()
-        .map(|r| {
-            vec![
-                r.month.to_string(),
-                r.program.clone(),
-                r.recipient_id.clone(),
-                r.district_code.clone(),
-                r.units.to_string(),
-                yuan_text(r.nominal_fen),
-                yuan_text(r.granted_fen),
-            ]
-        })
-        .collect()
-}
-
-fn expected_funding(expectation: &Expectation) -> Vec<Vec<String>> {
-    expectation
-        .funding
-        .iter()
-        .map(|r| {
-            vec![
-                r.month.to_string(),
-                r.district_code.clone(),
-                r.program.clone(),
-                yuan_text(r.granted_fen),
-                yuan_text(r.district_share_fen),
-                yuan_text(r.city_share_fen),
-            ]
-        })
-        .collect()
-}
-
-fn expected_rejections(expectation: &Expectation) -> Vec<Vec<String>> {
-    expectation
-        .rejected_by_reason
-        .iter()
-        .map(|(reason, n)| vec![reason.clone(), n.to_string()])
-        .collect()
+    world.query(views::REJECTED_BY_REASON_SQL).await
 }
 
 /// Asserts every view equals the oracle, and messages = units + rejected rows.

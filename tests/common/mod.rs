@@ -4,3 +4,4 @@
 //!   crate's rules from the generator's labels.
 
 pub mod oracle;
+pub mod views;

@@ -199,11 +199,6 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// Fen as the decimal text ClickHouse prints for Decimal(18,2).
-pub fn yuan_text(fen: i64) -> String {
-    format!("{}.{:02}", fen / 100, fen % 100)
-}
-
 /// Produces raw payloads (in order) to one topic with `partitions` partitions, creating it.
 pub async fn produce_raw(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
     use rdkafka::producer::FutureRecord;
