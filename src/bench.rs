@@ -105,7 +105,8 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
     drop(generated);
 
     eprintln!("bench: bare consumer…");
-    let bare_rate = bare_consumer_rate(&settings.kafka, &tag, &topic_list, settings.events)?;
+    let bare_events_per_second =
+        bare_consumer_rate(&settings.kafka, &tag, &topic_list, settings.events)?;
 
     eprintln!("bench: ingester…");
     let started = Instant::now();
@@ -147,10 +148,11 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
     Ok(BenchReport {
         events: settings.events,
         produce_events_per_second: produce_rate,
-        bare_consumer_events_per_second: bare_rate,
+        bare_consumer_events_per_second: bare_events_per_second,
         ingester_events_per_second: summary.events_per_second,
-        ingester_ratio_to_bare: if bare_rate > 0 {
-            (summary.events_per_second as f64 / bare_rate as f64 * 1000.0).round() / 1000.0
+        ingester_ratio_to_bare: if bare_events_per_second > 0 {
+            (summary.events_per_second as f64 / bare_events_per_second as f64 * 1000.0).round()
+                / 1000.0
         } else {
             0.0
         },

@@ -27,7 +27,7 @@ mod harness;
 
 use common::oracle::{self, Expectation};
 use common::views::{self, expected_funding, expected_monthly, expected_rejections};
-use harness::{require_services, write_file, World};
+use harness::{require_services, World};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +37,6 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
 use subsidy_ingester::sample::{generate, FeedOrder, SampleConfig, SampleFeed, SampleMessage};
 
 /// Partitions per topic in the crash test.
@@ -82,24 +81,6 @@ fn make_feed(world: &World, events: usize, seed: u64, order: FeedOrder) -> Sampl
     let mut feed = generate(&config);
     feed.reorder(order);
     feed
-}
-
-/// Migrates the world's database and loads the feed's reference data (produces nothing).
-fn migrate_and_load_refdata(world: &World, feed: &SampleFeed, dir: &Path) {
-    let firms = write_file(dir, "firms.csv", &firms_to_csv(&feed.firms));
-    let outlets = write_file(dir, "outlets.csv", &outlets_to_csv(&feed.outlets));
-    let zones = write_file(dir, "zones.csv", &zones_to_csv(&feed.zones));
-    world.run_ok(&["migrate"]);
-    world.run_ok(&[
-        "refdata",
-        "load",
-        "--firms",
-        firms.to_str().unwrap(),
-        "--outlets",
-        outlets.to_str().unwrap(),
-        "--zones",
-        zones.to_str().unwrap(),
-    ]);
 }
 
 async fn monthly_view(world: &World) -> Vec<Vec<String>> {
@@ -699,7 +680,7 @@ async fn crash_at_every_point_and_sigkill_at_random_moments_loses_nothing_and_co
         duplicates.unwrap_or(0) * 50 >= events as u64,
         "feed must hold ≥ 2 % duplicates: {duplicates:?}"
     );
-    migrate_and_load_refdata(&world, &feed, logs);
+    world.migrate_and_load_refdata(&feed, logs);
     let kafka = harness::kafka_config("producer");
     let topics = [
         world.takeout_topic.as_str(),
@@ -978,7 +959,7 @@ async fn two_and_three_instances_joining_and_leaving_give_the_same_exact_totals(
     );
     let feed = make_feed(&world, GROUP_EVENTS, 47, FeedOrder::Shuffled { seed: 3 });
     let expectation = oracle::expect(&feed.messages);
-    migrate_and_load_refdata(&world, &feed, logs);
+    world.migrate_and_load_refdata(&feed, logs);
     let kafka = harness::kafka_config("producer");
     subsidy_ingester::feed::produce(&kafka, &feed.messages, GROUP_PARTITIONS)
         .await

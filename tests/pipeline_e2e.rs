@@ -10,9 +10,8 @@ mod harness;
 
 use common::oracle::{self, Expectation};
 use common::views::{self, expected_funding, expected_monthly, expected_rejections};
-use harness::{require_services, write_file, World};
+use harness::{require_services, World};
 use std::time::{Duration, Instant};
-use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
 use subsidy_ingester::sample::{generate, FeedOrder, SampleConfig, SampleFeed};
 
 /// Events per feed: enough for one firm past 200,000 units and one outlet past 100,000.
@@ -30,20 +29,7 @@ fn make_feed(world: &World, seed: u64, order: FeedOrder) -> SampleFeed {
 /// Migrates the world's database, loads the feed's reference data and produces the feed.
 async fn land(world: &World, feed: &SampleFeed) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let firms = write_file(dir.path(), "firms.csv", &firms_to_csv(&feed.firms));
-    let outlets = write_file(dir.path(), "outlets.csv", &outlets_to_csv(&feed.outlets));
-    let zones = write_file(dir.path(), "zones.csv", &zones_to_csv(&feed.zones));
-    world.run_ok(&["migrate"]);
-    world.run_ok(&[
-        "refdata",
-        "load",
-        "--firms",
-        firms.to_str().unwrap(),
-        "--outlets",
-        outlets.to_str().unwrap(),
-        "--zones",
-        zones.to_str().unwrap(),
-    ]);
+    world.migrate_and_load_refdata(feed, dir.path());
     let kafka = harness::kafka_config("producer");
     subsidy_ingester::feed::produce(&kafka, &feed.messages, PARTITIONS)
         .await

@@ -145,6 +145,30 @@ impl World {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Migrates this world's database and loads the sample feed's reference data through
+    /// the CLI (CSV files written into `dir`).
+    pub fn migrate_and_load_refdata(
+        &self,
+        feed: &subsidy_ingester::sample::SampleFeed,
+        dir: &Path,
+    ) {
+        use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
+        let firms = write_file(dir, "firms.csv", &firms_to_csv(&feed.firms));
+        let outlets = write_file(dir, "outlets.csv", &outlets_to_csv(&feed.outlets));
+        let zones = write_file(dir, "zones.csv", &zones_to_csv(&feed.zones));
+        self.run_ok(&["migrate"]);
+        self.run_ok(&[
+            "refdata",
+            "load",
+            "--firms",
+            firms.to_str().unwrap(),
+            "--outlets",
+            outlets.to_str().unwrap(),
+            "--zones",
+            zones.to_str().unwrap(),
+        ]);
+    }
+
     /// A store handle on this world's database.
     pub async fn store(&self) -> Store {
         Store::connect(&StoreConfig {
