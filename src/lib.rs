@@ -11,8 +11,19 @@
 //! - [`refdata`]: firms, outlets and zones: CSV parsing with file/line/field errors.
 //! - [`rules`]: pure eligibility rules: event + reference data → unit or rejection (§5 steps 5–6).
 //! - [`dedup`]: the index of paid unit keys that turns repeats into `duplicate`.
+//! - [`ingest`]: `run`: the poll loop, bounded batches, the flusher (dead letters, ClickHouse,
+//!   advisory commits) and the consumer context that seeks from ClickHouse.
+//! - [`store`]: ClickHouse: connection and retry classification, migrations, the `outcomes`
+//!   table (result and checkpoint at once), reference-data snapshots.
+//! - [`kafka`]: Kafka client configuration and topic creation.
+//! - [`report`]: `report monthly` queries and rendering.
+//! - [`conservation`]: the per-partition check that messages = units + rejected rows.
+//! - [`crash`]: named crash points and the poison-row hook, for fault injection.
 //! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
+//! - [`feed`]: producing a sample feed into Kafka.
+//! - [`bench`]: the end-to-end benchmark against a bare consumer.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
+//! - [`cli`]: the command line.
 
 pub mod bench;
 pub mod cli;
