@@ -21,7 +21,7 @@
 //! - [`crash`]: named crash points and the poison-row hook, for fault injection.
 //! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
 //! - [`feed`]: producing a sample feed into Kafka.
-//! - [`bench`]: the end-to-end benchmark against a bare consumer.
+//! - [`bench`](mod@bench): the end-to-end benchmark against a bare consumer.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
 //! - [`cli`]: the command line.
 
