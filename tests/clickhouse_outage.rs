@@ -146,22 +146,7 @@ impl PrivateClickHouse {
 
     /// Runs a query (with `{db}` for the world's database) and returns TSV cells.
     async fn query(&self, world: &World, sql: &str) -> Vec<Vec<String>> {
-        let store = self.store(&world.database).await;
-        let statement = store.sql(sql);
-        let mut cursor = store
-            .client()
-            .query(&statement)
-            .fetch_bytes("TabSeparated")
-            .expect("query");
-        let bytes = cursor
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split('\t').map(str::to_string).collect())
-            .collect()
+        harness::query_tsv(&self.store(&world.database).await, sql).await
     }
 
     /// Distinct source coordinates stored in `outcomes`, and all its rows.

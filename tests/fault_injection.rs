@@ -37,7 +37,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subsidy_ingester::sample::{generate, FeedOrder, SampleConfig, SampleFeed, SampleMessage};
+use subsidy_ingester::sample::{FeedOrder, SampleMessage};
 
 /// Partitions per topic in the crash test.
 const CRASH_PARTITIONS: i32 = 4;
@@ -74,14 +74,6 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 // ---------------------------------------------------------------------------------------
 // Feed, reference data, views (patterns of tests/pipeline_e2e.rs).
-
-fn make_feed(world: &World, events: usize, seed: u64, order: FeedOrder) -> SampleFeed {
-    let mut config = SampleConfig::with_cap_crossing(events, seed);
-    config.topics = world.sample_topics();
-    let mut feed = generate(&config);
-    feed.reorder(order);
-    feed
-}
 
 async fn monthly_view(world: &World) -> Vec<Vec<String>> {
     world.query(views::MONTHLY_SQL).await
@@ -673,7 +665,7 @@ async fn crash_at_every_point_and_sigkill_at_random_moments_loses_nothing_and_co
         logs.display()
     );
 
-    let feed = make_feed(&world, events, seed, FeedOrder::Shuffled { seed: seed + 1 });
+    let feed = world.cap_crossing_feed(events, seed, FeedOrder::Shuffled { seed: seed + 1 });
     let expectation = oracle::expect(&feed.messages);
     let duplicates = expectation.rejected_by_reason.get("duplicate").copied();
     assert!(
@@ -957,7 +949,7 @@ async fn two_and_three_instances_joining_and_leaving_give_the_same_exact_totals(
         world.database,
         logs.display()
     );
-    let feed = make_feed(&world, GROUP_EVENTS, 47, FeedOrder::Shuffled { seed: 3 });
+    let feed = world.cap_crossing_feed(GROUP_EVENTS, 47, FeedOrder::Shuffled { seed: 3 });
     let expectation = oracle::expect(&feed.messages);
     world.migrate_and_load_refdata(&feed, logs);
     let kafka = harness::kafka_config("producer");

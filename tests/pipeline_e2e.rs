@@ -12,19 +12,11 @@ use common::oracle::{self, Expectation};
 use common::views::{self, expected_funding, expected_monthly, expected_rejections};
 use harness::{require_services, World};
 use std::time::{Duration, Instant};
-use subsidy_ingester::sample::{generate, FeedOrder, SampleConfig, SampleFeed};
+use subsidy_ingester::sample::{FeedOrder, SampleFeed};
 
 /// Events per feed: enough for one firm past 200,000 units and one outlet past 100,000.
 const EVENTS: usize = 400_000;
 const PARTITIONS: i32 = 4;
-
-fn make_feed(world: &World, seed: u64, order: FeedOrder) -> SampleFeed {
-    let mut config = SampleConfig::with_cap_crossing(EVENTS, seed);
-    config.topics = world.sample_topics();
-    let mut feed = generate(&config);
-    feed.reorder(order);
-    feed
-}
 
 /// Migrates the world's database, loads the feed's reference data and produces the feed.
 async fn land(world: &World, feed: &SampleFeed) -> tempfile::TempDir {
@@ -114,7 +106,7 @@ async fn a_400k_event_feed_lands_exactly_as_the_oracle_computes() {
     // topic, one `run`, views equal to the oracle, caps exactly on 200,000.00 / 30,000.00.
     require_services().await;
     let world = World::new("e2e_main");
-    let feed = make_feed(&world, 11, FeedOrder::Shuffled { seed: 5 });
+    let feed = world.cap_crossing_feed(EVENTS, 11, FeedOrder::Shuffled { seed: 5 });
     let expectation = oracle::expect(&feed.messages);
     let duplicates = expectation
         .rejected_by_reason
@@ -150,8 +142,8 @@ async fn time_ordered_and_shuffled_feeds_give_identical_views() {
     require_services().await;
     let ordered = World::new("e2e_ordered");
     let shuffled = World::new("e2e_shuffled");
-    let feed_a = make_feed(&ordered, 23, FeedOrder::TimeOrdered);
-    let feed_b = make_feed(&shuffled, 23, FeedOrder::Shuffled { seed: 99 });
+    let feed_a = ordered.cap_crossing_feed(EVENTS, 23, FeedOrder::TimeOrdered);
+    let feed_b = shuffled.cap_crossing_feed(EVENTS, 23, FeedOrder::Shuffled { seed: 99 });
     let expectation = oracle::expect(&feed_a.messages);
     let _a = land(&ordered, &feed_a).await;
     let _b = land(&shuffled, &feed_b).await;
@@ -176,7 +168,7 @@ async fn sigterm_mid_ingest_exits_zero_within_10s_and_a_restart_is_exact() {
     // lost, nothing counted twice).
     require_services().await;
     let world = World::new("e2e_sigterm");
-    let feed = make_feed(&world, 31, FeedOrder::Shuffled { seed: 8 });
+    let feed = world.cap_crossing_feed(EVENTS, 31, FeedOrder::Shuffled { seed: 8 });
     let expectation = oracle::expect(&feed.messages);
     let _dir = land(&world, &feed).await;
     drop(feed);

@@ -184,22 +184,22 @@ impl World {
 
     /// Runs a query (with `{db}` for this world's database) and returns TSV cells.
     pub async fn query(&self, sql: &str) -> Vec<Vec<String>> {
-        let store = self.store().await;
-        let statement = store.sql(sql);
-        let mut cursor = store
-            .client()
-            .query(&statement)
-            .fetch_bytes("TabSeparated")
-            .expect("query");
-        let bytes = cursor
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split('\t').map(str::to_string).collect())
-            .collect()
+        query_tsv(&self.store().await, sql).await
+    }
+
+    /// A feed with one import firm and one rural outlet past their yearly caps, on this
+    /// world's topics, in the given order.
+    pub fn cap_crossing_feed(
+        &self,
+        events: usize,
+        seed: u64,
+        order: subsidy_ingester::sample::FeedOrder,
+    ) -> subsidy_ingester::sample::SampleFeed {
+        let mut config = subsidy_ingester::sample::SampleConfig::with_cap_crossing(events, seed);
+        config.topics = self.sample_topics();
+        let mut feed = subsidy_ingester::sample::generate(&config);
+        feed.reorder(order);
+        feed
     }
 
     /// Drops the database (best effort, at the end of a passing test).
@@ -209,6 +209,25 @@ impl World {
             .execute(&format!("DROP DATABASE IF EXISTS {}", self.database))
             .await;
     }
+}
+
+/// Runs a query (with `{db}` for the store's database) and returns TSV cells.
+pub async fn query_tsv(store: &Store, sql: &str) -> Vec<Vec<String>> {
+    let statement = store.sql(sql);
+    let mut cursor = store
+        .client()
+        .query(&statement)
+        .fetch_bytes("TabSeparated")
+        .expect("query");
+    let bytes = cursor
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }
 
 /// Path of the binary under test.
