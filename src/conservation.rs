@@ -45,8 +45,10 @@ pub async fn check(
     kafka: Option<&KafkaConfig>,
 ) -> Result<Vec<PartitionBalance>, StoreError> {
     let statement = store.sql(
-        "SELECT topic, `partition`, toUInt64(messages), toUInt64(min_offset), toUInt64(max_offset), \
-         toUInt64(units), toUInt64(rejected), toInt64(gaps), toUInt8(balanced) \
+        "SELECT topic AS topic, `partition` AS `partition`, toUInt64(messages) AS messages, \
+         toUInt64(min_offset) AS min_offset, toUInt64(max_offset) AS max_offset, \
+         toUInt64(units) AS units, toUInt64(rejected) AS rejected, toInt64(gaps) AS gaps, \
+         toUInt8(balanced) AS balanced \
          FROM {db}.conservation ORDER BY topic, `partition`",
     );
     let rows: Vec<Row> = store.fetch_all(&statement).await?;

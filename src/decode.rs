@@ -84,6 +84,16 @@ pub fn decode(payload: &[u8]) -> Result<Event, Rejection> {
     // The visitors accept every JSON kind, so any error here is bad JSON input.
     let kind = parse(text, &mut fields)
         .map_err(|err| Rejection::new(Reason::MalformedJson, format!("invalid JSON: {err}")))?;
+    if let Some((name, bad)) = fields.first_bad_string() {
+        let (line, column) = line_and_column(text, bad);
+        return Err(Rejection::new(
+            Reason::MalformedJson,
+            format!(
+                "invalid JSON in field \"{name}\": {} at line {line} column {column}",
+                bad.problem
+            ),
+        ));
+    }
     if kind != OBJECT {
         return Err(schema(format!("expected a JSON object, got {kind}")));
     }
@@ -156,12 +166,15 @@ fn field_error(name: &str, what: impl fmt::Display) -> Rejection {
     schema(format!("field \"{name}\": {what}"))
 }
 
-/// A producer's value, quoted and escaped, cut to [`ECHO_MAX_CHARS`] characters.
+/// A producer's value as a JSON string (quoted, control characters as `\u0000`, the
+/// notation producers write), cut to [`ECHO_MAX_CHARS`] characters.
 fn echo(value: &str) -> String {
-    match value.char_indices().nth(ECHO_MAX_CHARS) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}…", &value[..cut]),
-    }
+    let (shown, cut) = match value.char_indices().nth(ECHO_MAX_CHARS) {
+        None => (value, ""),
+        Some((end, _)) => (&value[..end], "…"),
+    };
+    let quoted = serde_json::to_string(shown).expect("a string always serializes");
+    format!("{quoted}{cut}")
 }
 
 /// The string value of a required field.
@@ -239,6 +252,20 @@ fn channel(slot: Option<&Scalar<'_>>, name: &str) -> Result<Channel, Rejection> 
     }
 }
 
+/// 1-based line and byte column in `text` of a bad string's problem (`bad.raw` borrows
+/// from `text`; JSON strings hold no raw line breaks, so the problem is on `raw`'s line).
+fn line_and_column(text: &str, bad: &BadString<'_>) -> (usize, usize) {
+    let start = (bad.raw.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    let at = (start + bad.column.saturating_sub(1)).min(text.len());
+    let before = &text.as_bytes()[..at];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    (line, at - line_start + 1)
+}
+
 // ---------------------------------------------------------------------------------------
 // One-pass borrowed parsing (steps 1–2).
 
@@ -264,6 +291,20 @@ enum Scalar<'a> {
     Bool(bool),
     /// Any other JSON kind, by name: `"number"`, `"null"`, `"array"` or `"object"`.
     Other(&'static str),
+    /// A JSON string whose `\u` escapes are not valid Unicode (a lone surrogate): bad JSON
+    /// (step 1), reported with the field's name after the parse.
+    BadString(BadString<'a>),
+}
+
+/// Where and why a known field's string could not be unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BadString<'a> {
+    /// The raw JSON string, borrowed from the payload (its position gives the column).
+    raw: &'a str,
+    /// serde_json's message without its position, e.g. `unexpected end of hex escape`.
+    problem: String,
+    /// 1-based byte column of the problem within `raw`.
+    column: usize,
 }
 
 impl Scalar<'_> {
@@ -273,6 +314,7 @@ impl Scalar<'_> {
             Scalar::Str(_) => "string",
             Scalar::Bool(_) => "boolean",
             Scalar::Other(kind) => kind,
+            Scalar::BadString(_) => "string",
         }
     }
 }
@@ -286,9 +328,21 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
             Some(b'"') => {
                 let inner = &raw[1..raw.len() - 1];
                 if inner.contains('\\') {
-                    Scalar::Str(Cow::Owned(
-                        serde_json::from_str::<String>(raw).map_err(de::Error::custom)?,
-                    ))
+                    match serde_json::from_str::<String>(raw) {
+                        Ok(text) => Scalar::Str(Cow::Owned(text)),
+                        Err(error) => {
+                            let shown = error.to_string();
+                            let problem = match shown.rfind(" at line ") {
+                                Some(end) => shown[..end].to_string(),
+                                None => shown,
+                            };
+                            Scalar::BadString(BadString {
+                                raw,
+                                problem,
+                                column: error.column(),
+                            })
+                        }
+                    }
                 } else {
                     Scalar::Str(Cow::Borrowed(inner))
                 }
@@ -321,6 +375,31 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The known field whose string is bad JSON and comes first in the payload.
+    fn first_bad_string(&self) -> Option<(&'static str, &BadString<'a>)> {
+        let named = [
+            ("type", &self.type_),
+            ("event_id", &self.event_id),
+            ("occurred_at", &self.occurred_at),
+            ("platform_id", &self.platform_id),
+            ("order_id", &self.order_id),
+            ("courier_id", &self.courier_id),
+            ("zone_id", &self.zone_id),
+            ("courier_released", &self.courier_released),
+            ("firm_id", &self.firm_id),
+            ("outlet_id", &self.outlet_id),
+            ("waybill_no", &self.waybill_no),
+            ("channel", &self.channel),
+        ];
+        named
+            .into_iter()
+            .filter_map(|(name, slot)| match slot {
+                Some(Scalar::BadString(bad)) => Some((name, bad)),
+                _ => None,
+            })
+            .min_by_key(|(_, bad)| bad.raw.as_ptr() as usize)
+    }
+
     fn slot(&mut self, key: Key) -> Option<&mut Option<Scalar<'a>>> {
         Some(match key {
             Key::Type => &mut self.type_,
@@ -1228,8 +1307,31 @@ mod tests {
         let pairs = with(takeout(), "courier_id", Some(r#""a\u0000b""#));
         let detail = decode_str(&object(&pairs)).unwrap_err().detail;
         assert!(
-            detail.contains(r#""a\0b""#),
-            "control characters are escaped: {detail}"
+            detail.contains(r#""a\u0000b""#),
+            "control characters are escaped as JSON writes them: {detail}"
+        );
+    }
+
+    #[test]
+    fn a_lone_surrogate_in_a_known_field_names_the_field_and_its_position() {
+        // Proves: bad JSON inside a known field's string says which field, with the line
+        // and column in the whole payload (not in the field's value).
+        let payload = r#"{"type":"import_parcel","waybill_no":"\ud800"}"#;
+        let column = payload.find(r"\ud800").unwrap() + 1 + r"\ud800".len();
+        assert_rejected(
+            payload.as_bytes(),
+            Reason::MalformedJson,
+            &[
+                "invalid JSON in field \"waybill_no\": ",
+                "unexpected end of hex escape",
+                &format!("at line 1 column {column}"),
+            ],
+        );
+        let two_lines = "{\"type\":\"import_parcel\",\n \"firm_id\":\"\\udc00x\"}";
+        assert_rejected(
+            two_lines.as_bytes(),
+            Reason::MalformedJson,
+            &["field \"firm_id\"", "at line 2 column "],
         );
     }
 }

@@ -13,6 +13,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use std::time::Duration;
 
+/// The dead-letter producer's `message.max.bytes`, set deliberately (it is librdkafka's
+/// default, and below the ~1 MiB a stock broker accepts): every letter is bounded well
+/// under it ([`crate::ingest::dead_letter::ENVELOPE_BYTES_MAX`]).
+pub const DEAD_LETTER_MESSAGE_BYTES_MAX: usize = 1_000_000;
+
+/// How long librdkafka keeps trying to deliver one dead letter before it reports a
+/// failure; the sender then retries a bounded number of rounds.
+const DEAD_LETTER_TIMEOUT_MS: u32 = 30_000;
+
 /// Connection and group settings shared by every client.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -126,6 +135,28 @@ impl KafkaConfig {
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "producer",
+                source,
+            })
+    }
+
+    /// The dead-letter producer: acknowledged by all replicas, with a deliberate message
+    /// size limit and a delivery timeout short enough that a failing letter is reported
+    /// (and retried or given up) instead of holding its batch for minutes.
+    pub fn dead_letter_producer(&self) -> Result<FutureProducer, KafkaSetupError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set(
+                "message.max.bytes",
+                DEAD_LETTER_MESSAGE_BYTES_MAX.to_string(),
+            )
+            .set("message.timeout.ms", DEAD_LETTER_TIMEOUT_MS.to_string())
+            .set("queue.buffering.max.kbytes", "262144")
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                client: "dead-letter producer",
                 source,
             })
     }

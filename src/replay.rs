@@ -856,7 +856,8 @@ struct Cursor {
 struct Held {
     partition: i32,
     offset: i64,
-    payload: Vec<u8>,
+    /// `None` for a tombstone.
+    payload: Option<Vec<u8>>,
 }
 
 /// Processes the range's messages into batches.
@@ -881,12 +882,12 @@ struct Replayer<'a> {
 impl Replayer<'_> {
     /// Takes one message of the range (in offset order within its partition): processes
     /// it, or holds it back, then processes what waited for it.
-    fn take(&mut self, partition: i32, offset: i64, payload: &[u8]) {
+    fn take(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
         match self.unit_not_replayed_yet(partition, payload) {
             Some(unit) => self.held.entry(unit).or_default().push(Held {
                 partition,
                 offset,
-                payload: payload.to_vec(),
+                payload: payload.map(<[u8]>::to_vec),
             }),
             None => self.process(partition, offset, payload),
         }
@@ -899,11 +900,11 @@ impl Replayer<'_> {
 
     /// The source of live's unit for this message's key, if that is another message of the
     /// range not replayed yet.
-    fn unit_not_replayed_yet(&self, partition: i32, payload: &[u8]) -> Option<(i32, i64)> {
+    fn unit_not_replayed_yet(&self, partition: i32, payload: Option<&[u8]>) -> Option<(i32, i64)> {
         if self.range_units.is_empty() {
             return None;
         }
-        let event = crate::decode::decode(payload).ok()?;
+        let event = crate::decode::decode(payload?).ok()?;
         let key = UnitIndex::key_hash(event.program(), &event.unit_key());
         let unit = *self.range_units.get(&key)?;
         // Within a partition the earlier offset is the unit, whatever live decided.
@@ -926,7 +927,7 @@ impl Replayer<'_> {
             .collect();
         for source in sources {
             for held in self.held.remove(&source).unwrap_or_default() {
-                self.process(held.partition, held.offset, &held.payload);
+                self.process(held.partition, held.offset, held.payload.as_deref());
             }
         }
     }
@@ -935,7 +936,7 @@ impl Replayer<'_> {
     fn release_all(&mut self) {
         for (_, waiting) in std::mem::take(&mut self.held) {
             for held in waiting {
-                self.process(held.partition, held.offset, &held.payload);
+                self.process(held.partition, held.offset, held.payload.as_deref());
             }
         }
     }
@@ -948,7 +949,7 @@ impl Replayer<'_> {
         self.release(partition, i64::MAX);
     }
 
-    fn process(&mut self, partition: i32, offset: i64, payload: &[u8]) {
+    fn process(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
         let consumed = Consumed {
             topic: self.topic,
             partition,
@@ -1040,7 +1041,7 @@ fn consume(
                 }
                 let end = cursor.end;
                 if offset < end {
-                    replayer.take(partition, offset, message.payload().unwrap_or(&[]));
+                    replayer.take(partition, offset, message.payload());
                 }
                 if offset + 1 >= end {
                     replayer.finish(partition);
@@ -1188,7 +1189,7 @@ fn source_outcomes_sql(topic: &str, ranges: &[PartitionRange]) -> String {
              FROM {{db}}.outcomes \
              WHERE topic = '{topic}' AND ({in_range}) \
              GROUP BY `partition`, `offset` \
-         ) \
+         ) AS sources \
          ANY LEFT JOIN \
          ( \
              SELECT key_program, key_unit, winner.1 AS winner_topic, winner.2 AS winner_partition, winner.3 AS winner_offset \
@@ -1200,7 +1201,7 @@ fn source_outcomes_sql(topic: &str, ranges: &[PartitionRange]) -> String {
                      (SELECT program, unit_key FROM {{db}}.outcomes WHERE reason = '' AND topic = '{topic}' AND ({in_range})) \
                  GROUP BY program, unit_key \
              ) \
-         ) USING (key_program, key_unit) \
+         ) AS winners USING (key_program, key_unit) \
          ORDER BY `partition`, `offset`"
     )
 }

@@ -1,12 +1,14 @@
 //! `report monthly`: monthly subsidy totals from the analyst views, grouped by program,
 //! recipient or district, rendered as an aligned table, CSV or JSON.
 //!
-//! The numbers come straight from `subsidy_monthly` and `subsidy_funding_monthly`, so the
-//! report shows exactly what an analyst's SQL would. Money stays decimal text end to end
-//! (ClickHouse `toString(Decimal)` → `rust_decimal::Decimal`); JSON carries it as strings
-//! so no reader turns it into binary floating point.
+//! The numbers come straight from the views behind `subsidy_monthly` and
+//! `subsidy_funding_monthly` (their `_fen` twins), so the report shows exactly what an
+//! analyst's SQL would. Money travels as integer fen and is printed as yuan with exactly two
+//! decimals here, the same on every server version; JSON carries it as strings so no reader
+//! turns it into binary floating point.
 
 use crate::domain::Program;
+use crate::policy::fen_to_yuan;
 use crate::store::{Store, StoreError};
 use rust_decimal::Decimal;
 use std::fmt::Write as _;
@@ -113,27 +115,30 @@ impl ReportQuery {
         if self.recipient.is_some() && self.grouping == Grouping::District {
             return Err(ReportError::RecipientByDistrict);
         }
+        // Money is read as integer fen from the `_fen` views and turned into yuan here, so
+        // every server prints the same two decimals (ClickHouse ≥ 21 drops a Decimal's
+        // trailing zeros: `150000` where 18.16 prints `150000.00`).
         Ok(match self.grouping {
             Grouping::Program => (
                 format!(
-                    "SELECT toString(month), program, toString(sum(units)), toString(sum(nominal)), toString(sum(granted)) \
-                     FROM {{db}}.subsidy_monthly WHERE {filter} GROUP BY month, program ORDER BY month, program"
+                    "SELECT toString(month), program, toString(sum(units)), toString(sum(nominal_fen)), toString(sum(granted_fen)) \
+                     FROM {{db}}.subsidy_monthly_fen WHERE {filter} GROUP BY month, program ORDER BY month, program"
                 ),
                 vec![("month", Text), ("program", Text), ("units", Count), ("nominal", Money), ("granted", Money)],
             ),
             Grouping::Recipient => (
                 format!(
-                    "SELECT toString(month), program, recipient_id, district_code, toString(units), toString(nominal), toString(granted) \
-                     FROM {{db}}.subsidy_monthly WHERE {filter} ORDER BY month, program, recipient_id, district_code"
+                    "SELECT toString(month), program, recipient_id, district_code, toString(units), toString(nominal_fen), toString(granted_fen) \
+                     FROM {{db}}.subsidy_monthly_fen WHERE {filter} ORDER BY month, program, recipient_id, district_code"
                 ),
                 vec![("month", Text), ("program", Text), ("recipient_id", Text), ("district_code", Text), ("units", Count), ("nominal", Money), ("granted", Money)],
             ),
             Grouping::District => (
                 format!(
-                    "SELECT toString(month), district_code, program, toString(units), toString(nominal), toString(granted), toString(district_share), toString(city_share) \
-                     FROM (SELECT * FROM {{db}}.subsidy_funding_monthly WHERE {filter}) \
-                     ANY LEFT JOIN (SELECT month, district_code, program, sum(units) AS units, sum(nominal) AS nominal \
-                                    FROM {{db}}.subsidy_monthly WHERE {filter} GROUP BY month, district_code, program) \
+                    "SELECT toString(month), district_code, program, toString(units), toString(nominal_fen), toString(granted_fen), toString(district_share_fen), toString(city_share_fen) \
+                     FROM (SELECT * FROM {{db}}.subsidy_funding_monthly_fen WHERE {filter}) AS funding \
+                     ANY LEFT JOIN (SELECT month, district_code, program, sum(units) AS units, sum(nominal_fen) AS nominal_fen \
+                                    FROM {{db}}.subsidy_monthly_fen WHERE {filter} GROUP BY month, district_code, program) AS monthly \
                      USING (month, district_code, program) \
                      ORDER BY month, district_code, program"
                 ),
@@ -156,13 +161,16 @@ pub async fn fetch(store: &Store, query: &ReportQuery) -> Result<ReportTable, Re
     let text = String::from_utf8_lossy(&bytes);
     let mut rows = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let cells: Vec<String> = line.split('\t').map(unescape_tsv).collect();
+        let mut cells: Vec<String> = line.split('\t').map(unescape_tsv).collect();
         if cells.len() != columns.len() {
             return Err(ReportError::BadRow(line.to_string()));
         }
-        for ((_, kind), cell) in columns.iter().zip(&cells) {
-            if *kind == ColumnKind::Money && cell.parse::<Decimal>().is_err() {
-                return Err(ReportError::BadRow(line.to_string()));
+        for ((_, kind), cell) in columns.iter().zip(cells.iter_mut()) {
+            if *kind == ColumnKind::Money {
+                let fen: i64 = cell
+                    .parse()
+                    .map_err(|_| ReportError::BadRow(line.to_string()))?;
+                *cell = fen_to_yuan(fen).to_string();
             }
         }
         rows.push(cells);

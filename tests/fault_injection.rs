@@ -166,25 +166,25 @@ async fn assert_views_match(world: &World, expectation: &Expectation) -> Landed 
 /// each cap crosser lands exactly on its cap.
 async fn assert_caps_never_exceeded(world: &World) {
     let over_cap = world
-        .query("SELECT program, recipient_id, toString(toYear(month)) AS year, toString(sum(granted)) AS g FROM {db}.subsidy_monthly GROUP BY program, recipient_id, year HAVING (program = 'import_parcel' AND sum(granted) > 200000) OR (program = 'rural_delivery' AND sum(granted) > 30000)")
+        .query("SELECT program, recipient_id, toString(toYear(month)) AS year, sum(granted) AS g FROM {db}.subsidy_monthly GROUP BY program, recipient_id, year HAVING (program = 'import_parcel' AND sum(granted) > 200000) OR (program = 'rural_delivery' AND sum(granted) > 30000)")
         .await;
     assert!(over_cap.is_empty(), "yearly caps exceeded: {over_cap:?}");
     let over_nominal = world
-        .query("SELECT toString(month), program, recipient_id, toString(nominal), toString(granted) FROM {db}.subsidy_monthly WHERE granted > nominal OR granted < 0")
+        .query("SELECT toString(month), program, recipient_id, nominal, granted FROM {db}.subsidy_monthly WHERE granted > nominal OR granted < 0")
         .await;
     assert!(
         over_nominal.is_empty(),
         "granted beyond nominal (or negative): {over_nominal:?}"
     );
     let funding_mismatch = world
-        .query("SELECT toString(f.month), f.district_code, f.program, toString(f.granted), toString(m.granted), toString(m.nominal) FROM {db}.subsidy_funding_monthly AS f ANY LEFT JOIN (SELECT month, district_code, program, sum(granted) AS granted, sum(nominal) AS nominal FROM {db}.subsidy_monthly GROUP BY month, district_code, program) AS m USING (month, district_code, program) WHERE f.granted != m.granted OR f.granted > m.nominal OR f.district_share + f.city_share != f.granted OR f.district_share < 0 OR f.city_share < 0")
+        .query("SELECT toString(f.month), f.district_code, f.program, f.granted, m.granted, m.nominal FROM {db}.subsidy_funding_monthly AS f ANY LEFT JOIN (SELECT month, district_code, program, sum(granted) AS granted, sum(nominal) AS nominal FROM {db}.subsidy_monthly GROUP BY month, district_code, program) AS m USING (month, district_code, program) WHERE f.granted != m.granted OR f.granted > m.nominal OR f.district_share + f.city_share != f.granted OR f.district_share < 0 OR f.city_share < 0")
         .await;
     assert!(
         funding_mismatch.is_empty(),
         "subsidy_funding_monthly disagrees with subsidy_monthly: {funding_mismatch:?}"
     );
     let capped = world
-        .query("SELECT program, recipient_id, toString(toYear(month)) AS year, toString(sum(granted)) FROM {db}.subsidy_monthly WHERE program IN ('import_parcel', 'rural_delivery') GROUP BY program, recipient_id, year HAVING sum(granted) < sum(nominal) ORDER BY program")
+        .query("SELECT program, recipient_id, toString(toYear(month)) AS year, sum(granted) FROM {db}.subsidy_monthly WHERE program IN ('import_parcel', 'rural_delivery') GROUP BY program, recipient_id, year HAVING sum(granted) < sum(nominal) ORDER BY program")
         .await;
     assert_eq!(
         capped.len(),

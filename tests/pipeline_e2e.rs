@@ -87,7 +87,7 @@ async fn assert_views_match(world: &World, expectation: &Expectation) {
 /// The caps land exactly on the cap, and later months are reduced.
 async fn assert_caps_hit(world: &World) {
     let capped = world
-        .query("SELECT program, recipient_id, toString(toYear(month)), toString(sum(nominal)), toString(sum(granted)) FROM {db}.subsidy_monthly WHERE program IN ('import_parcel', 'rural_delivery') GROUP BY program, recipient_id, toYear(month) HAVING sum(granted) < sum(nominal) ORDER BY program")
+        .query("SELECT program, recipient_id, toString(toYear(month)), sum(nominal), sum(granted) FROM {db}.subsidy_monthly WHERE program IN ('import_parcel', 'rural_delivery') GROUP BY program, recipient_id, toYear(month) HAVING sum(granted) < sum(nominal) ORDER BY program")
         .await;
     assert_eq!(
         capped.len(),

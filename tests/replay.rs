@@ -375,7 +375,7 @@ async fn replay_finds_nothing_then_exactly_the_changes_of_a_reference_data_fix()
         .query(&scratch(
             "SELECT (SELECT count() FROM {scratch}.outcomes), \
                     (SELECT licensed FROM {scratch}.firms WHERE firm_id = 'sf-express'), \
-                    (SELECT toString(sum(nominal)) FROM {scratch}.subsidy_monthly), \
+                    (SELECT sum(nominal) FROM {scratch}.subsidy_monthly), \
                     (SELECT count() FROM {scratch}.replay_scratch)",
         ))
         .await;

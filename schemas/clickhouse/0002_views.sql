@@ -220,13 +220,13 @@ FROM
         SELECT topic, `partition`, count() AS messages, min(`offset`) AS min_offset, max(`offset`) AS max_offset
         FROM (SELECT DISTINCT topic, `partition`, `offset` FROM {db}.outcomes)
         GROUP BY topic, `partition`
-    )
+    ) AS consumed
     ANY LEFT JOIN
     (
         SELECT topic, `partition`, count() AS units FROM {db}.ledger GROUP BY topic, `partition`
-    ) USING (topic, `partition`)
-)
+    ) AS ledgered USING (topic, `partition`)
+) AS consumed_ledgered
 ANY LEFT JOIN
 (
     SELECT topic, `partition`, count() AS rejected FROM {db}.rejected_events GROUP BY topic, `partition`
-) USING (topic, `partition`);
+) AS rejections USING (topic, `partition`);

@@ -3,6 +3,7 @@
 //! A batch is bounded three ways — rows, bytes and age — so memory stays bounded and a
 //! quiet feed still lands within `flush_interval_ms`.
 
+pub use super::dead_letter::DeadLetter;
 use crate::domain::Reason;
 use crate::store::outcomes::OutcomeRow;
 use crate::store::rowbinary::RowBinaryWriter;
@@ -19,18 +20,6 @@ pub struct BatchLimits {
     pub bytes_max: usize,
     /// Ship a non-empty batch this long after its first row.
     pub flush_interval: Duration,
-}
-
-/// A rejected message, on its way to the dead-letter topic.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub reason: Reason,
-    pub detail: String,
-    pub payload: Vec<u8>,
-    pub received_at_unix_s: u32,
 }
 
 /// Rows and dead letters of one batch, plus where each partition resumes after it.

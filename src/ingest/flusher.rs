@@ -1,6 +1,7 @@
 //! Makes batches durable, one at a time and in order:
-//! 1. dead letters to Kafka, acknowledged (at-least-once: a crash here re-sends them, keyed
-//!    by their source coordinates so consumers can drop repeats);
+//! 1. dead letters to Kafka, acknowledged or given up and counted (at-least-once: a crash
+//!    here re-sends them, keyed by their source coordinates so consumers can drop repeats;
+//!    see [`super::dead_letter`] for why no letter can stop the line);
 //! 2. the outcome rows to ClickHouse in one INSERT — from this moment the batch's offsets
 //!    count as processed;
 //! 3. an advisory Kafka commit, for lag monitoring only.
@@ -9,16 +10,16 @@
 //! memory stays bounded because the poll loop can hand over at most
 //! `batches_in_flight_max` batches and then waits.
 
-use super::batch::{Batch, DeadLetter, RowSource};
+use super::batch::{Batch, RowSource};
 use super::context::IngestContext;
+use super::dead_letter::DeadLetterSender;
 use super::stats::Stats;
 use crate::store::outcomes::{insert_outcomes, OutcomeRow};
 use crate::store::rowbinary::RowBinaryWriter;
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,9 +35,6 @@ pub enum FlushError {
     /// ClickHouse refused the batch for a reason retrying cannot fix.
     #[error("ClickHouse refused a batch and retrying cannot help: {0}")]
     Store(#[from] StoreError),
-    /// The dead-letter topic refused a message for a reason retrying cannot fix.
-    #[error("dead-letter topic refused a message: {0}")]
-    DeadLetter(KafkaError),
 }
 
 /// Everything the flusher needs.
@@ -54,10 +52,19 @@ impl Flusher {
     pub async fn flush(&self, mut batch: Batch) -> Result<(), FlushError> {
         crate::crash::reached("before_dead_letters");
         let letters_started = std::time::Instant::now();
-        self.send_dead_letters(batch.dead_letters()).await?;
+        let letters = DeadLetterSender {
+            producer: &self.producer,
+            topic: &self.dlq_topic,
+            retry_backoff_max: self.retry_backoff_max,
+        }
+        .send_all(batch.dead_letters())
+        .await;
+        self.stats.dead_letters_sent(&letters);
         tracing::debug!(
-            message = "Dead letters acknowledged.",
-            letters = batch.dead_letters().len(),
+            message = "Dead letters done.",
+            sent = letters.sent,
+            truncated = letters.truncated,
+            failed = letters.failed,
             elapsed_ms = letters_started.elapsed().as_millis() as u64
         );
         crate::crash::reached("after_dead_letters");
@@ -165,49 +172,6 @@ impl Flusher {
         }
     }
 
-    async fn send_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), FlushError> {
-        let mut pending: Vec<&DeadLetter> = letters.iter().collect();
-        let mut backoff = Duration::from_millis(100);
-        while !pending.is_empty() {
-            let mut in_flight: Vec<(&DeadLetter, DeliveryFuture)> = Vec::new();
-            let mut failed: Vec<&DeadLetter> = Vec::new();
-            for letter in pending {
-                let key = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
-                let value = envelope(letter);
-                loop {
-                    let record = FutureRecord::to(&self.dlq_topic).key(&key).payload(&value);
-                    match self.producer.send_result(record) {
-                        Ok(delivery) => {
-                            in_flight.push((letter, delivery));
-                            break;
-                        }
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                            // The local queue is full: wait for what is in flight first.
-                            failed.extend(await_deliveries(&mut in_flight).await?);
-                        }
-                        Err((error, _)) => return Err(FlushError::DeadLetter(error)),
-                    }
-                }
-            }
-            failed.extend(await_deliveries(&mut in_flight).await?);
-            let sent = letters.len() - failed.len();
-            self.stats
-                .dead_letters
-                .fetch_add(sent as u64, Ordering::Relaxed);
-            if !failed.is_empty() {
-                tracing::warn!(
-                    message = "Dead letters not acknowledged; retrying.",
-                    count = failed.len(),
-                    backoff_ms = backoff.as_millis() as u64
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(self.retry_backoff_max);
-            }
-            pending = failed;
-        }
-        Ok(())
-    }
-
     fn commit_advisory(&self, batch: &Batch) {
         let mut list = TopicPartitionList::new();
         for (topic, partitions) in batch.next_offsets() {
@@ -219,106 +183,5 @@ impl Flusher {
             // Advisory only: the next assignment seeks from ClickHouse anyway.
             tracing::debug!(message = "Kafka commit failed (advisory).", %error);
         }
-    }
-}
-
-/// Awaits every delivery; returns the letters whose delivery failed transiently.
-async fn await_deliveries<'a>(
-    in_flight: &mut Vec<(&'a DeadLetter, DeliveryFuture)>,
-) -> Result<Vec<&'a DeadLetter>, FlushError> {
-    let mut failed = Vec::new();
-    for (letter, delivery) in in_flight.drain(..) {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => {
-                tracing::warn!(message = "Dead letter delivery failed.", %error);
-                failed.push(letter);
-            }
-            // The producer dropped the message (shutting down): try again.
-            Err(_canceled) => failed.push(letter),
-        }
-    }
-    Ok(failed)
-}
-
-/// The dead-letter message: JSON naming the reason and the source coordinates, with the
-/// original payload as text (or base64 when it was not UTF-8).
-pub fn envelope(letter: &DeadLetter) -> Vec<u8> {
-    let mut value = serde_json::json!({
-        "reason": letter.reason.as_str(),
-        "detail": letter.detail,
-        "source_topic": letter.topic,
-        "source_partition": letter.partition,
-        "source_offset": letter.offset,
-        "received_at_unix_s": letter.received_at_unix_s,
-    });
-    match std::str::from_utf8(&letter.payload) {
-        Ok(text) => value["payload"] = serde_json::Value::from(text),
-        Err(_) => value["payload_base64"] = serde_json::Value::from(base64(&letter.payload)),
-    }
-    serde_json::to_vec(&value).expect("a JSON value always serializes")
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::Reason;
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-    }
-
-    #[test]
-    fn envelopes_name_reason_and_source_and_keep_binary_payloads() {
-        let letter = DeadLetter {
-            topic: "subsidy.import.parcels".into(),
-            partition: 2,
-            offset: 41,
-            reason: Reason::MalformedJson,
-            detail: "not UTF-8".into(),
-            payload: vec![0xff, 0xfe],
-            received_at_unix_s: 1,
-        };
-        let value: serde_json::Value = serde_json::from_slice(&envelope(&letter)).unwrap();
-        assert_eq!(value["reason"], "malformed_json");
-        assert_eq!(value["source_topic"], "subsidy.import.parcels");
-        assert_eq!(value["source_partition"], 2);
-        assert_eq!(value["source_offset"], 41);
-        assert_eq!(value["payload_base64"], "//4=");
-        assert!(value.get("payload").is_none());
     }
 }

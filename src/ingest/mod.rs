@@ -4,6 +4,7 @@
 //! - [`process`]: one message → one outcome row (and a dead letter if rejected). Pure but
 //!   for the dedup index it updates.
 //! - [`batch`]: rows, dead letters and commit positions of one bounded batch.
+//! - [`dead_letter`]: bounded dead letters for rejected messages; refusals counted, never fatal.
 //! - [`context`]: the consumer context: seeks every assigned partition to where ClickHouse
 //!   says it resumes.
 //! - [`flusher`]: makes a batch durable: dead letters to Kafka, rows to ClickHouse, then an
@@ -12,6 +13,7 @@
 
 pub mod batch;
 pub mod context;
+pub mod dead_letter;
 pub mod flusher;
 pub mod process;
 pub mod service;

@@ -18,7 +18,8 @@ pub struct Consumed<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
-    pub payload: &'a [u8],
+    /// The message value; `None` for a Kafka tombstone (a message without a value).
+    pub payload: Option<&'a [u8]>,
     pub received_at_unix_s: u32,
 }
 
@@ -42,7 +43,7 @@ impl Processor {
     /// Decides the message's outcome and appends it to `batch`.
     pub fn process(&mut self, message: Consumed<'_>, batch: &mut Batch) {
         self.decide(message, batch);
-        if crate::crash::is_poison(message.payload) {
+        if crate::crash::is_poison(message.payload.unwrap_or_default()) {
             batch.poison_last_row();
         }
     }
@@ -60,7 +61,14 @@ impl Processor {
             received_at_unix_s: message.received_at_unix_s,
             ..OutcomeRow::default()
         };
-        let event = match decode(message.payload) {
+        let Some(payload) = message.payload else {
+            let rejection = Rejection::new(
+                Reason::MalformedJson,
+                "Kafka tombstone: the message has no value (null), so there is no JSON to read",
+            );
+            return reject(batch, row, &message, &rejection);
+        };
+        let event = match decode(payload) {
             Ok(event) => event,
             Err(rejection) => return reject(batch, row, &message, &rejection),
         };
@@ -119,7 +127,7 @@ fn reject<'a>(
 ) {
     row.reason = rejection.reason.as_str();
     row.detail = &rejection.detail;
-    row.payload = message.payload;
+    row.payload = message.payload.unwrap_or_default();
     row.amount_fen = 0;
     batch.push(&row, Some(rejection.reason));
     batch.push_dead_letter(DeadLetter {
@@ -128,7 +136,7 @@ fn reject<'a>(
         offset: message.offset,
         reason: rejection.reason,
         detail: rejection.detail.clone(),
-        payload: message.payload.to_vec(),
+        payload: message.payload.map(<[u8]>::to_vec),
         received_at_unix_s: message.received_at_unix_s,
     });
 }

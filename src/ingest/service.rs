@@ -112,7 +112,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(settings.batches_in_flight_max.max(1));
     let flusher = Flusher {
         store: store.clone(),
-        producer: settings.kafka.producer()?,
+        producer: settings.kafka.dead_letter_producer()?,
         dlq_topic: settings.dlq_topic.clone(),
         consumer: consumer.clone(),
         stats: stats.clone(),
@@ -264,7 +264,7 @@ fn poll_loop(
                     topic,
                     partition,
                     offset,
-                    payload: message.payload().unwrap_or(&[]),
+                    payload: message.payload(),
                     received_at_unix_s: now_unix_s(),
                 };
                 processor.process(consumed, &mut batch);

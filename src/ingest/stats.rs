@@ -18,7 +18,12 @@ pub struct Stats {
     pub durable_rejected: AtomicU64,
     pub batches: AtomicU64,
     pub insert_retries: AtomicU64,
+    /// Dead letters the broker acknowledged.
     pub dead_letters: AtomicU64,
+    /// Dead letters whose payload was cut to fit the letter bound.
+    pub dead_letters_truncated: AtomicU64,
+    /// Dead letters given up (refused permanently, or failing after every retry).
+    pub dead_letters_failed: AtomicU64,
     /// Rows ClickHouse refused, stored as `storage_refused` rejections instead.
     pub storage_refused: AtomicU64,
     rejected_by_reason: Mutex<[u64; Reason::ALL.len()]>,
@@ -45,6 +50,15 @@ impl Stats {
             *total += add;
         }
         *self.last_durable_at.lock().expect("stats poisoned") = Some(Instant::now());
+    }
+
+    /// Adds one batch's dead-letter tally.
+    pub fn dead_letters_sent(&self, tally: &super::dead_letter::SendTally) {
+        self.dead_letters.fetch_add(tally.sent, Ordering::Relaxed);
+        self.dead_letters_truncated
+            .fetch_add(tally.truncated, Ordering::Relaxed);
+        self.dead_letters_failed
+            .fetch_add(tally.failed, Ordering::Relaxed);
     }
 
     /// The summary of the run so far.
@@ -79,6 +93,8 @@ impl Stats {
             batches: self.batches.load(Ordering::Relaxed),
             insert_retries: self.insert_retries.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            dead_letters_truncated: self.dead_letters_truncated.load(Ordering::Relaxed),
+            dead_letters_failed: self.dead_letters_failed.load(Ordering::Relaxed),
             units_indexed,
             active_seconds,
             events_per_second: if active_seconds > 0.0 {
@@ -105,7 +121,16 @@ pub struct RunSummary {
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub batches: u64,
     pub insert_retries: u64,
+    /// Dead letters acknowledged by the broker.
     pub dead_letters: u64,
+    /// Dead letters whose payload was cut to the letter bound (the whole payload stays in
+    /// `rejected_events`).
+    #[serde(default)]
+    pub dead_letters_truncated: u64,
+    /// Dead letters given up: refused for good, or failing after every retry (logged with
+    /// their source; the rejection is still stored).
+    #[serde(default)]
+    pub dead_letters_failed: u64,
     /// Units in the dedup index at exit (all paid units, including earlier runs').
     pub units_indexed: u64,
     /// Seconds from the first consumed message to the last durable batch.

@@ -3,7 +3,8 @@
 //! The server version decides the wire options: ClickHouse before 22.x (Debian ships 18.16)
 //! understands neither the client's LZ4 framing nor `RowBinaryWithNamesAndTypes`, so those
 //! are used only on newer servers, where the server then checks every inserted column's
-//! name and type.
+//! name and type, and the client checks every fetched column's name against the struct it
+//! fills: every query that fetches into a struct names its columns with `AS field`.
 
 use std::time::Duration;
 
@@ -142,6 +143,9 @@ impl Store {
         let client = if version.is_modern() {
             base.with_compression(clickhouse::Compression::Lz4)
                 .with_validation(true)
+                // Decimal(18,2) columns print `150000.00` as 18.16 does, not `150000`
+                // (the default since 21.x; 18.16 knows no such setting, so only here).
+                .with_setting("output_format_decimal_trailing_zeros", "1")
         } else {
             base
         };

@@ -1,11 +1,31 @@
 //! `migrate`: creates and upgrades the database objects, idempotently.
 //!
-//! Migrations are the numbered files in `schemas/clickhouse/`, compiled into the binary.
-//! Each is applied once and recorded in `schema_migrations` with a checksum; every statement
-//! in them is itself idempotent (`IF NOT EXISTS`), so a migration interrupted half-way is
-//! simply applied again. A second `migrate` changes nothing.
+//! Migrations are the numbered files in `schemas/clickhouse/`, compiled into the binary, of
+//! two kinds (the split Flyway calls versioned and repeatable migrations):
+//!
+//! - **Tables** ([`Kind::Versioned`]) hold data. Each file is applied once and recorded in
+//!   `schema_migrations` with a checksum; every statement in it is itself idempotent
+//!   (`IF NOT EXISTS`), so a migration interrupted half-way is simply applied again. An
+//!   applied file is never edited: a change is a new file.
+//! - **Views** ([`Kind::Repeatable`]) hold no data, only definitions. The file is applied
+//!   again whenever its checksum differs from the one recorded last: every view it defines
+//!   is dropped (in reverse order, dependants first) and created anew. So a build that
+//!   changes a view upgrades existing databases with the same `migrate`, and there is one
+//!   copy of each view's SQL.
+//!
+//! A second `migrate` with the same build changes nothing.
 
 use super::client::{Store, StoreError};
+
+/// How a migration is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Applied once; its statements are all `CREATE … IF NOT EXISTS`.
+    Versioned,
+    /// Re-applied whenever its text changes; its statements are all
+    /// `CREATE VIEW IF NOT EXISTS {db}.name AS …`.
+    Repeatable,
+}
 
 /// One migration file.
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +34,8 @@ pub struct Migration {
     pub version: u32,
     /// File name, for logs and `schema_migrations.name`.
     pub name: &'static str,
+    /// Whether it is applied once or whenever it changes.
+    pub kind: Kind,
     /// The SQL, statements separated by `;`, `{db}` standing for the database.
     pub sql: &'static str,
 }
@@ -23,11 +45,13 @@ pub const MIGRATIONS: [Migration; 2] = [
     Migration {
         version: 1,
         name: "0001_tables.sql",
+        kind: Kind::Versioned,
         sql: include_str!("../../schemas/clickhouse/0001_tables.sql"),
     },
     Migration {
         version: 2,
         name: "0002_views.sql",
+        kind: Kind::Repeatable,
         sql: include_str!("../../schemas/clickhouse/0002_views.sql"),
     },
 ];
@@ -35,12 +59,13 @@ pub const MIGRATIONS: [Migration; 2] = [
 /// What one `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
-    /// Names of migrations applied now.
+    /// Names of migrations applied now (repeatable ones included when they changed).
     pub applied: Vec<String>,
-    /// Names of migrations found already applied.
+    /// Names of migrations found already applied, unchanged.
     pub already_applied: Vec<String>,
 }
 
+/// The last recorded application of one migration version.
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct AppliedRow {
     version: u32,
@@ -63,12 +88,21 @@ pub fn statements(sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// The object a `CREATE VIEW IF NOT EXISTS {db}.name AS …` statement defines (`{db}.name`),
+/// or `None` for any other statement.
+pub fn view_name(statement: &str) -> Option<&str> {
+    let rest = statement.strip_prefix("CREATE VIEW IF NOT EXISTS ")?;
+    let name = rest.split_whitespace().next()?;
+    name.starts_with("{db}.").then_some(name)
+}
+
 /// A stable checksum of a migration's text (hex of xxh3-64), to notice edited migrations.
 pub fn checksum(sql: &str) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(sql.as_bytes()))
 }
 
-/// Applies every migration not yet recorded. Safe to run any number of times.
+/// Applies every migration not yet recorded, and every repeatable one whose text changed.
+/// Safe to run any number of times.
 pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
     store
         .execute(&store.sql("CREATE DATABASE IF NOT EXISTS {db}"))
@@ -80,36 +114,34 @@ pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
              ENGINE = MergeTree ORDER BY version",
         ))
         .await?;
-    let applied: Vec<AppliedRow> = store
-        .fetch_all(
-            &store
-                .sql("SELECT version, any(checksum) FROM {db}.schema_migrations GROUP BY version"),
-        )
-        .await?;
+    let applied = applied_migrations(store).await?;
     let mut report = MigrationReport {
         applied: Vec::new(),
         already_applied: Vec::new(),
     };
     for migration in MIGRATIONS {
-        if let Some(row) = applied.iter().find(|r| r.version == migration.version) {
-            if row.checksum != checksum(migration.sql) {
+        let recorded = applied.iter().find(|r| r.version == migration.version);
+        let current = checksum(migration.sql);
+        match (recorded, migration.kind) {
+            (Some(row), _) if row.checksum == current => {
+                report.already_applied.push(migration.name.to_string());
+                continue;
+            }
+            (Some(_), Kind::Versioned) => {
                 tracing::warn!(
                     message = "Applied migration differs from this build's copy; not re-applied. Add a new migration instead of editing an applied one.",
                     migration = migration.name
                 );
+                report.already_applied.push(migration.name.to_string());
+                continue;
             }
-            report.already_applied.push(migration.name.to_string());
-            continue;
-        }
-        for statement in statements(migration.sql) {
-            store.execute(&store.sql(&statement)).await?;
+            (None, Kind::Versioned) => apply_versioned(store, &migration).await?,
+            (_, Kind::Repeatable) => apply_repeatable(store, &migration).await?,
         }
         store
             .execute(&store.sql(&format!(
                 "INSERT INTO {{db}}.schema_migrations VALUES ({}, '{}', '{}', now())",
-                migration.version,
-                migration.name,
-                checksum(migration.sql)
+                migration.version, migration.name, current
             )))
             .await?;
         tracing::info!(message = "Applied migration.", migration = migration.name);
@@ -118,16 +150,60 @@ pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
     Ok(report)
 }
 
-/// Fails with [`StoreError::NotMigrated`] unless every migration of this build is applied.
+/// The checksum recorded last for each applied version.
+async fn applied_migrations(store: &Store) -> Result<Vec<AppliedRow>, StoreError> {
+    store
+        .fetch_all(&store.sql(
+            "SELECT version AS version, argMax(checksum, applied_at) AS checksum \
+             FROM {db}.schema_migrations GROUP BY version",
+        ))
+        .await
+}
+
+async fn apply_versioned(store: &Store, migration: &Migration) -> Result<(), StoreError> {
+    for statement in statements(migration.sql) {
+        store.execute(&store.sql(&statement)).await?;
+    }
+    Ok(())
+}
+
+/// Drops every view of the file, dependants first, then creates them in file order.
+async fn apply_repeatable(store: &Store, migration: &Migration) -> Result<(), StoreError> {
+    let statements = statements(migration.sql);
+    for statement in statements.iter().rev() {
+        if let Some(name) = view_name(statement) {
+            store
+                .execute(&store.sql(&format!("DROP TABLE IF EXISTS {name}")))
+                .await?;
+        }
+    }
+    for statement in &statements {
+        store.execute(&store.sql(statement)).await?;
+    }
+    Ok(())
+}
+
+/// Fails with [`StoreError::NotMigrated`] unless every table migration of this build is
+/// applied. Views from another build only draw a warning: `run` does not read them.
 pub async fn ensure_migrated(store: &Store) -> Result<(), StoreError> {
-    let statement = store.sql("SELECT max(version) FROM {db}.schema_migrations");
-    let latest: u32 = store.fetch_one(&statement).await?;
-    let wanted = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
-    if latest < wanted {
-        return Err(StoreError::NotMigrated {
-            database: store.database().to_string(),
-            detail: format!("schema version {latest}, this build needs {wanted}"),
-        });
+    let applied = applied_migrations(store).await?;
+    for migration in MIGRATIONS {
+        let recorded = applied.iter().find(|r| r.version == migration.version);
+        match (recorded, migration.kind) {
+            (None, _) => {
+                return Err(StoreError::NotMigrated {
+                    database: store.database().to_string(),
+                    detail: format!("{} is not applied", migration.name),
+                })
+            }
+            (Some(row), Kind::Repeatable) if row.checksum != checksum(migration.sql) => {
+                tracing::warn!(
+                    message = "The database's views are from another build; run `subsidy-ingester migrate` to update them.",
+                    migration = migration.name
+                );
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -154,8 +230,31 @@ mod tests {
                     "{}: statement is not idempotent: {statement}",
                     migration.name
                 );
+                if migration.kind == Kind::Repeatable {
+                    assert!(
+                        view_name(&statement).is_some(),
+                        "{}: a repeatable migration may only define views: {statement}",
+                        migration.name
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn view_names_are_read_from_their_definitions() {
+        assert_eq!(
+            view_name("CREATE VIEW IF NOT EXISTS {db}.ledger AS\nSELECT 1"),
+            Some("{db}.ledger")
+        );
+        assert_eq!(
+            view_name("CREATE TABLE IF NOT EXISTS {db}.t (x UInt8)"),
+            None
+        );
+        assert_eq!(
+            view_name("CREATE VIEW IF NOT EXISTS other.v AS SELECT 1"),
+            None
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub async fn resume_offset(
         max_offset: u64,
     }
     let statement = store.sql(&format!(
-        "SELECT count(), max(`offset`) FROM {{db}}.outcomes WHERE topic = '{}' AND `partition` = {partition}",
+        "SELECT count() AS rows, max(`offset`) AS max_offset FROM {{db}}.outcomes WHERE topic = '{}' AND `partition` = {partition}",
         escape_literal(topic)
     ));
     let resume: Resume = store.fetch_one(&statement).await?;

@@ -5,10 +5,10 @@
 use super::oracle::Expectation;
 
 /// `subsidy_monthly`, every column as text, in a stable order.
-pub const MONTHLY_SQL: &str = "SELECT toString(month), program, recipient_id, district_code, toString(units), toString(nominal), toString(granted) FROM {db}.subsidy_monthly ORDER BY month, program, recipient_id, district_code";
+pub const MONTHLY_SQL: &str = "SELECT toString(month), program, recipient_id, district_code, toString(units), nominal, granted FROM {db}.subsidy_monthly ORDER BY month, program, recipient_id, district_code";
 
 /// `subsidy_funding_monthly`, every column as text, in a stable order.
-pub const FUNDING_SQL: &str = "SELECT toString(month), district_code, program, toString(granted), toString(district_share), toString(city_share) FROM {db}.subsidy_funding_monthly ORDER BY month, district_code, program";
+pub const FUNDING_SQL: &str = "SELECT toString(month), district_code, program, granted, district_share, city_share FROM {db}.subsidy_funding_monthly ORDER BY month, district_code, program";
 
 /// `rejected_events` counted by reason.
 pub const REJECTED_BY_REASON_SQL: &str =
