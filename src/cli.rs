@@ -17,6 +17,10 @@ use std::time::Duration;
 /// Exit code when `run` could not flush within `shutdown_timeout_ms` after a signal.
 pub const EXIT_SHUTDOWN_TIMEOUT: i32 = 3;
 
+/// The SPEC's default source topics: takeout orders, import parcels, rural deliveries.
+pub const DEFAULT_TOPICS: &str =
+    "subsidy.takeout.orders,subsidy.import.parcels,subsidy.rural.deliveries";
+
 /// Turns delivery platforms' Kafka feeds into exact Hangzhou 2022 logistics subsidy totals
 /// in ClickHouse.
 #[derive(Debug, Parser)]
@@ -255,7 +259,7 @@ pub struct SampleArgs {
         env = "SUBSIDY_TOPICS",
         value_delimiter = ',',
         num_args = 3,
-        default_value = "subsidy.takeout.orders,subsidy.import.parcels,subsidy.rural.deliveries"
+        default_value = DEFAULT_TOPICS
     )]
     pub topics: Vec<String>,
 }
@@ -263,12 +267,27 @@ pub struct SampleArgs {
 /// Flags of `conservation`.
 #[derive(Debug, Args)]
 pub struct ConservationArgs {
-    /// Also ask the broker how many messages each partition holds beyond what is stored.
-    #[arg(long)]
+    /// Check storage only; by default every partition is also compared with the broker.
+    #[arg(long, env = "SUBSIDY_CONSERVATION_NO_KAFKA")]
+    pub no_kafka: bool,
+    /// Accepted for scripts written before the broker check became the default.
+    #[arg(long, hide = true, conflicts_with = "no_kafka")]
     pub with_kafka: bool,
-    /// Bootstrap brokers (with `--with-kafka`).
+    /// Bootstrap brokers.
     #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// Topics whose every partition must be consumed, besides those found in storage.
+    #[arg(
+        long,
+        env = "SUBSIDY_TOPICS",
+        value_delimiter = ',',
+        default_value = DEFAULT_TOPICS
+    )]
+    pub topics: Vec<String>,
+    /// How long a partition behind the broker may take to catch up before the check
+    /// fails, milliseconds.
+    #[arg(long, env = "SUBSIDY_CONSERVATION_SETTLE_MS", default_value_t = 10_000)]
+    pub settle_ms: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -381,7 +400,7 @@ pub struct RunArgs {
         long,
         env = "SUBSIDY_TOPICS",
         value_delimiter = ',',
-        default_value = "subsidy.takeout.orders,subsidy.import.parcels,subsidy.rural.deliveries"
+        default_value = DEFAULT_TOPICS
     )]
     pub topics: Vec<String>,
     /// Dead-letter topic for rejected messages (created if missing).
@@ -485,15 +504,19 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Conservation(args) => {
             let store = Store::connect(&cli.clickhouse.store_config()).await?;
             migrate::ensure_migrated(&store).await?;
-            let kafka = args.with_kafka.then(|| plain_kafka(&args.brokers));
-            let balances = crate::conservation::check(&store, kafka.as_ref()).await?;
+            let options = crate::conservation::CheckOptions {
+                kafka: (!args.no_kafka).then(|| plain_kafka(&args.brokers)),
+                topics: args.topics.clone(),
+                settle: Duration::from_millis(args.settle_ms),
+            };
+            let balances = crate::conservation::check(&store, &options).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&balances)?);
             } else {
                 print!("{}", crate::conservation::render(&balances));
             }
-            if balances.iter().any(|b| !b.balanced) {
-                bail!("conservation check failed: see the partitions marked NO");
+            if balances.iter().any(|b| !b.is_ok()) {
+                bail!("conservation check failed: see the partitions marked NO, BEHIND or STUCK");
             }
             Ok(())
         }

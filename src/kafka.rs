@@ -121,6 +121,22 @@ impl KafkaConfig {
             })
     }
 
+    /// A consumer for looking, never committing: it reads assigned partitions and reports
+    /// each partition's end (`enable.partition.eof`), for `conservation`.
+    pub fn probe_consumer(&self) -> Result<BaseConsumer, KafkaSetupError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", "subsidy-ingester-probe")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.queue.backoff.ms", "20")
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                client: "probe consumer",
+                source,
+            })
+    }
+
     /// A producer that waits for the broker's acknowledgement of every message
     /// (dead letters must not be lost) and batches for throughput.
     pub fn producer(&self) -> Result<FutureProducer, KafkaSetupError> {
@@ -218,4 +234,30 @@ impl KafkaConfig {
         }
         Ok(())
     }
+}
+
+/// The low and high watermarks librdkafka last saw for a partition in fetch responses,
+/// without asking the broker; `None` until a fetch response has reported them. (These are
+/// right where Tansu's ListOffsets answers are not.)
+pub fn cached_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic is a valid C
+    // string for the call; librdkafka only writes the two out-parameters.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    let ok = error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    (ok && high >= 0).then_some((low, high))
 }

@@ -178,7 +178,9 @@ pub async fn fetch(store: &Store, query: &ReportQuery) -> Result<ReportTable, Re
     Ok(ReportTable { columns, rows })
 }
 
-fn unescape_tsv(cell: &str) -> String {
+/// A TabSeparated cell's text: `\t`, `\n`, `\0` and other backslash escapes back to the
+/// characters they stand for.
+pub fn unescape_tsv(cell: &str) -> String {
     let mut out = String::with_capacity(cell.len());
     let mut chars = cell.chars();
     while let Some(c) = chars.next() {

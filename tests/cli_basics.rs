@@ -6,38 +6,7 @@
 
 mod harness;
 
-use harness::{produce_raw, require_services, write_file, World};
-
-const FIRMS: &str = "firm_id,name,credit_code,district_code,legal_entity,licensed,in_monitoring,last_major_penalty_on
-meituan,美团,91330100MA2XXXXX01,330106,true,true,true,
-sf-express,顺丰速运,91330100MA2XXXXX02,330109,true,true,true,
-zto,中通快递,91330100MA2XXXXX03,330102,true,true,true,2023-06-01
-";
-const OUTLETS: &str = "outlet_id,firm_id,district_code,village_code,enrolled_on
-ZTO-CA-001,zto,330127,330127101001,2022-03-15
-";
-const ZONES: &str = "zone_id,zone_type,district_code,active_from,active_to
-XH-2022-09-01,sealed,330106,2022-09-01T00:00:00+08:00,2022-09-07T23:59:59+08:00
-";
-
-fn setup(world: &World) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let firms = write_file(dir.path(), "firms.csv", FIRMS);
-    let outlets = write_file(dir.path(), "outlets.csv", OUTLETS);
-    let zones = write_file(dir.path(), "zones.csv", ZONES);
-    world.run_ok(&["migrate"]);
-    world.run_ok(&[
-        "refdata",
-        "load",
-        "--firms",
-        firms.to_str().unwrap(),
-        "--outlets",
-        outlets.to_str().unwrap(),
-        "--zones",
-        zones.to_str().unwrap(),
-    ]);
-    dir
-}
+use harness::{produce_raw, require_services, write_file, World, FIRMS, ZONES};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_twice_changes_nothing() {
@@ -120,7 +89,7 @@ async fn unreachable_services_give_a_clear_error_and_no_panic() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let _dir = setup(&world);
+    let _dir = world.load_small_refdata();
     let output = world
         .command()
         .env("SUBSIDY_KAFKA_BROKERS", "127.0.0.1:1")
@@ -156,7 +125,7 @@ async fn a_small_feed_lands_with_hand_computed_totals_and_dead_letters() {
     // garbage is malformed_json. Every rejection is also on the dead-letter topic.
     require_services().await;
     let world = World::new("cli_small");
-    let _dir = setup(&world);
+    let _dir = world.load_small_refdata();
     let payloads: Vec<Vec<u8>> = [
         r#"{"type":"takeout_order","event_id":"e1","occurred_at":"2022-09-03T04:00:00Z","platform_id":"meituan","order_id":"MT1","courier_id":"C1","zone_id":"XH-2022-09-01","courier_released":true}"#,
         r#"{"type":"takeout_order","event_id":"e2","occurred_at":"2022-09-03T12:00:00+08:00","platform_id":"meituan","order_id":"MT1","courier_id":"C1","zone_id":"XH-2022-09-01","courier_released":true}"#,

@@ -327,35 +327,11 @@ fn is_caught_up(consumer: &BaseConsumer<IngestContext>, positions: &Positions) -
     };
     assignment.elements().iter().all(|element| {
         let (topic, partition) = (element.topic(), element.partition());
-        match cached_watermarks(consumer, topic, partition) {
+        match crate::kafka::cached_watermarks(consumer, topic, partition) {
             Some((low, high)) => next_of(topic, partition, low) >= high,
             None => false,
         }
     })
-}
-
-/// The low and high watermarks librdkafka last saw for a partition, without asking the
-/// broker; `None` until a fetch response has reported them.
-fn cached_watermarks(
-    consumer: &BaseConsumer<IngestContext>,
-    topic: &str,
-    partition: i32,
-) -> Option<(i64, i64)> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid while `consumer` lives; the topic is a valid C
-    // string for the call; librdkafka only writes the two out-parameters.
-    let error = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    let ok = error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
-    (ok && high >= 0).then_some((low, high))
 }
 
 fn now_unix_s() -> u32 {

@@ -13,6 +13,22 @@ use std::time::Duration;
 use subsidy_ingester::kafka::KafkaConfig;
 use subsidy_ingester::store::{Store, StoreConfig};
 
+/// A small hand-written world's firms: meituan (西湖 330106), sf-express (萧山 330109) and
+/// zto (上城 330102, major penalty on 2023-06-01).
+pub const FIRMS: &str = "firm_id,name,credit_code,district_code,legal_entity,licensed,in_monitoring,last_major_penalty_on
+meituan,美团,91330100MA2XXXXX01,330106,true,true,true,
+sf-express,顺丰速运,91330100MA2XXXXX02,330109,true,true,true,
+zto,中通快递,91330100MA2XXXXX03,330102,true,true,true,2023-06-01
+";
+/// The small world's one rural outlet, zto's in 淳安, enrolled 2022-03-15.
+pub const OUTLETS: &str = "outlet_id,firm_id,district_code,village_code,enrolled_on
+ZTO-CA-001,zto,330127,330127101001,2022-03-15
+";
+/// The small world's one sealed zone in 西湖, the first week of September 2022.
+pub const ZONES: &str = "zone_id,zone_type,district_code,active_from,active_to
+XH-2022-09-01,sealed,330106,2022-09-01T00:00:00+08:00,2022-09-07T23:59:59+08:00
+";
+
 /// ClickHouse HTTP URL the tests use.
 pub fn clickhouse_url() -> String {
     std::env::var("SUBSIDY_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
@@ -169,6 +185,27 @@ impl World {
         ]);
     }
 
+    /// Migrates this world's database and loads [`FIRMS`], [`OUTLETS`] and [`ZONES`]
+    /// through the CLI; the CSV files live in the returned directory.
+    pub fn load_small_refdata(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let firms = write_file(dir.path(), "firms.csv", FIRMS);
+        let outlets = write_file(dir.path(), "outlets.csv", OUTLETS);
+        let zones = write_file(dir.path(), "zones.csv", ZONES);
+        self.run_ok(&["migrate"]);
+        self.run_ok(&[
+            "refdata",
+            "load",
+            "--firms",
+            firms.to_str().unwrap(),
+            "--outlets",
+            outlets.to_str().unwrap(),
+            "--zones",
+            zones.to_str().unwrap(),
+        ]);
+        dir
+    }
+
     /// A store handle on this world's database.
     pub async fn store(&self) -> Store {
         Store::connect(&StoreConfig {
@@ -211,7 +248,8 @@ impl World {
     }
 }
 
-/// Runs a query (with `{db}` for the store's database) and returns TSV cells.
+/// Runs a query (with `{db}` for the store's database) and returns its cells as text
+/// (TabSeparated, unescaped).
 pub async fn query_tsv(store: &Store, sql: &str) -> Vec<Vec<String>> {
     let statement = store.sql(sql);
     let mut cursor = store
@@ -226,7 +264,11 @@ pub async fn query_tsv(store: &Store, sql: &str) -> Vec<Vec<String>> {
     String::from_utf8_lossy(&bytes)
         .lines()
         .filter(|l| !l.is_empty())
-        .map(|l| l.split('\t').map(str::to_string).collect())
+        .map(|l| {
+            l.split('\t')
+                .map(subsidy_ingester::report::unescape_tsv)
+                .collect()
+        })
         .collect()
 }
 
@@ -244,20 +286,34 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
 
 /// Produces raw payloads (in order) to one topic with `partitions` partitions, creating it.
 pub async fn produce_raw(topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
-    use rdkafka::producer::FutureRecord;
+    let values: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
+    produce_values(topic, partitions, &values).await;
+}
+
+/// Produces message values (in order; `None` is a tombstone, a message without a value) to
+/// one topic with `partitions` partitions, creating it. The producer takes values up to
+/// the ~1 MiB a broker accepts, beyond librdkafka's default of 1,000,000 bytes.
+pub async fn produce_values(topic: &str, partitions: i32, values: &[Option<&[u8]>]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
     let kafka = kafka_config("producer");
     kafka
         .ensure_topics(&[topic], partitions)
         .await
         .expect("create topic");
-    let producer = kafka.producer().expect("producer");
-    for (i, payload) in payloads.iter().enumerate() {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("acks", "all")
+        .set("message.max.bytes", "1048576")
+        .create()
+        .expect("producer");
+    for (i, value) in values.iter().enumerate() {
         let key = format!("k{i}");
+        let mut record = FutureRecord::<str, [u8]>::to(topic).key(&key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         producer
-            .send(
-                FutureRecord::to(topic).key(&key).payload(payload),
-                Duration::from_secs(30),
-            )
+            .send(record, Duration::from_secs(30))
             .await
             .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
     }
