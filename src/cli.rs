@@ -145,6 +145,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The log filter when `SUBSIDY_LOG` is unset: `info` for the long-running and
+    /// long-working commands operators watch (`run`, `bench`, `replay`, `sample`); `warn`
+    /// for the ones analysts run in a terminal, whose answer is on stdout.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Run(_) | Command::Bench(_) | Command::Replay(_) | Command::Sample(_) => "info",
+            Command::Migrate
+            | Command::Refdata { .. }
+            | Command::CrashPoints
+            | Command::Conservation(_)
+            | Command::Report { .. } => "warn",
+        }
+    }
+}
+
 /// `refdata` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RefdataCommand {

@@ -8,8 +8,9 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SUBSIDY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("SUBSIDY_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(cli.command.default_log_filter())
+            }),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

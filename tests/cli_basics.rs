@@ -17,6 +17,18 @@ async fn migrate_twice_changes_nothing() {
     assert!(first.contains("applied 2 migration(s)"), "{first}");
     let objects = "SELECT name, engine FROM system.tables WHERE database = '{db}' ORDER BY name";
     let before = world.query(objects).await;
+    let quiet = world
+        .command()
+        .env_remove("SUBSIDY_LOG")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "migrate logs only warnings by default: {}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
     let second = world.run_ok(&["migrate"]);
     assert!(second.contains("applied 0 migration(s)"), "{second}");
     assert!(second.contains("2 already applied"), "{second}");
@@ -311,5 +323,62 @@ async fn a_small_feed_lands_with_hand_computed_totals_and_dead_letters() {
     let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(rows[0]["recipient_id"], "ZTO-CA-001");
     assert_eq!(rows[0]["granted"], "0.30");
+    assert_every_report_shows_two_decimals(&world);
     world.drop_database().await;
+}
+
+/// Every grouping in every format: money has exactly two decimals (on every server), and
+/// the totals are the hand-computed ones: 3.30 granted, of which the districts pay 1.97
+/// and the city 1.33.
+fn assert_every_report_shows_two_decimals(world: &World) {
+    let two_decimals = |cell: &str| {
+        let (whole, fen) = cell.split_once('.').unwrap_or((cell, ""));
+        !whole.is_empty()
+            && whole.chars().all(|c| c.is_ascii_digit())
+            && fen.len() == 2
+            && fen.chars().all(|c| c.is_ascii_digit())
+    };
+    let money = ["nominal", "granted", "district_share", "city_share"];
+    for by in ["program", "recipient", "district"] {
+        let table = world.run_ok(&["report", "monthly", "--by", by]);
+        let total: Vec<&str> = table.lines().last().unwrap().split_whitespace().collect();
+        let expected_money: &[&str] = match by {
+            "district" => &["3.30", "3.30", "1.97", "1.33"],
+            _ => &["3.30", "3.30"],
+        };
+        assert_eq!(total[0], "TOTAL", "--by {by}:\n{table}");
+        assert_eq!(
+            &total[total.len() - expected_money.len()..],
+            expected_money,
+            "--by {by}:\n{table}"
+        );
+        let csv = world.run_ok(&["report", "monthly", "--by", by, "--format", "csv"]);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        let mut rows = 0;
+        for record in reader.records() {
+            let record = record.unwrap();
+            for (name, cell) in header.iter().zip(record.iter()) {
+                if money.contains(&name) {
+                    assert!(two_decimals(cell), "--by {by} csv {name}={cell:?}:\n{csv}");
+                }
+            }
+            rows += 1;
+        }
+        assert_eq!(rows, 4, "--by {by}:\n{csv}");
+        let json = world.run_ok(&["report", "monthly", "--by", by, "--format", "json"]);
+        let parsed: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed.len(), 4, "{json}");
+        for row in &parsed {
+            for (name, value) in row {
+                if money.contains(&name.as_str()) {
+                    let text = value
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{name} not a string: {json}"));
+                    assert!(two_decimals(text), "--by {by} json {name}={text:?}");
+                }
+            }
+        }
+    }
 }
