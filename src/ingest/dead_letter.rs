@@ -32,6 +32,9 @@ pub const DETAIL_CHARS_MAX: usize = 2_000;
 /// envelope's fixed fields.
 pub const ENVELOPE_BYTES_MAX: usize = PAYLOAD_ENCODED_BYTES_MAX + 6 * DETAIL_CHARS_MAX + 4_096;
 
+// Every letter fits the producer's limit, with room for Kafka's record framing.
+const _: () = assert!(ENVELOPE_BYTES_MAX + 64 * 1024 < crate::kafka::DEAD_LETTER_MESSAGE_BYTES_MAX);
+
 /// Rounds of sending before a transiently failing letter is given up (and counted).
 pub const SEND_ROUNDS_MAX: u32 = 5;
 
@@ -433,7 +436,6 @@ mod tests {
                 "{} bytes",
                 envelope.value.len()
             );
-            assert!(ENVELOPE_BYTES_MAX < crate::kafka::DEAD_LETTER_MESSAGE_BYTES_MAX);
             assert!(envelope.truncated);
             let value = decoded(&envelope);
             assert_eq!(value["payload_truncated"], true);
