@@ -3,9 +3,13 @@
 //!
 //! ## Checks, in order (the first failing check wins)
 //!
-//! 1. `malformed_json`: the payload is empty, is not UTF-8, or is not one syntactically
-//!    valid JSON text (trailing garbage after the value included). A string of a *known*
-//!    field whose `\u` escapes do not form valid Unicode (a lone surrogate) is malformed too.
+//! 1. `malformed_json`: the payload is empty, is not UTF-8, starts with a byte order mark,
+//!    or is not one syntactically valid JSON text (trailing garbage after the value
+//!    included). A string of a *known* field whose `\u` escapes do not form valid Unicode
+//!    (a lone surrogate) is malformed too. An error inside the value of a top-level field
+//!    names that field and the line and column in the whole payload. (A Kafka tombstone,
+//!    a message with no value at all, never reaches this function: `run` rejects it as
+//!    `malformed_json` itself.)
 //! 2. `schema_violation`: the value is not a JSON object, or `type` is missing or not a string.
 //! 3. `unknown_type`: a string `type` other than `takeout_order`, `import_parcel`,
 //!    `rural_delivery`.
@@ -82,8 +86,13 @@ pub fn decode(payload: &[u8]) -> Result<Event, Rejection> {
     })?;
     let mut fields = Fields::default();
     // The visitors accept every JSON kind, so any error here is bad JSON input.
-    let kind = parse(text, &mut fields)
-        .map_err(|err| Rejection::new(Reason::MalformedJson, format!("invalid JSON: {err}")))?;
+    if text.starts_with('\u{feff}') {
+        return Err(Rejection::new(
+            Reason::MalformedJson,
+            "invalid JSON: the payload starts with a byte order mark (U+FEFF), which a JSON text must not (RFC 8259 §8.1); remove it",
+        ));
+    }
+    let kind = parse(text, &mut fields).map_err(|err| syntax_error(text, &err))?;
     if let Some((name, bad)) = fields.first_bad_string() {
         let (line, column) = line_and_column(text, bad);
         return Err(Rejection::new(
@@ -250,6 +259,88 @@ fn channel(slot: Option<&Scalar<'_>>, name: &str) -> Result<Channel, Rejection> 
             format_args!("expected \"mail\" or \"express\", got {}", other.kind()),
         )),
     }
+}
+
+/// The rejection of a JSON syntax error, naming the top-level field it is in when it is
+/// inside one: `invalid JSON in field "waybill_no": control character … at line 1 column 40`.
+fn syntax_error(text: &str, err: &serde_json::Error) -> Rejection {
+    // serde_json's column counts the bytes of the line up to and including the byte that
+    // revealed the error (a `}` ending `tru}`); the scan stops before that byte.
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(err.line().saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let detail = match field_at(text, (line_start + err.column()).saturating_sub(1)) {
+        Some(field) => format!("invalid JSON in field {}: {err}", echo(&field)),
+        None => format!("invalid JSON: {err}"),
+    };
+    Rejection::new(Reason::MalformedJson, detail)
+}
+
+/// The top-level field whose value holds byte `at` of `text`, when `text` starts as a JSON
+/// object: scans the prefix before `at` (strings, escapes, nesting) and returns the last
+/// complete key of the outermost object, unescaped. `None` when `at` is not inside a
+/// value of the outermost object (in a key, before the object, after it).
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let bytes = &text.as_bytes()[..at.min(text.len())];
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut string_start = 0usize;
+    // At depth 1: the byte range of the last complete key, and whether the next string
+    // is a key (after `{` or `,`) or a value (after `:`).
+    let mut key: Option<(usize, usize)> = None;
+    let mut expecting_key = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    in_string = false;
+                    if depth == 1 && expecting_key {
+                        key = Some((string_start, i + 1));
+                        expecting_key = false;
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                string_start = i;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth == 1 {
+                    if b == b'[' {
+                        return None;
+                    }
+                    expecting_key = true;
+                    key = None;
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            b',' if depth == 1 => {
+                expecting_key = true;
+                key = None;
+            }
+            _ => {}
+        }
+    }
+    if depth == 0 || (in_string && expecting_key && depth == 1) {
+        return None;
+    }
+    let (start, end) = key?;
+    serde_json::from_str::<String>(&text[start..end]).ok()
 }
 
 /// 1-based line and byte column in `text` of a bad string's problem (`bad.raw` borrows
@@ -1309,6 +1400,56 @@ mod tests {
         assert!(
             detail.contains(r#""a\u0000b""#),
             "control characters are escaped as JSON writes them: {detail}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_inside_a_field_name_the_field() {
+        // Proves: a syntax error inside the value of a top-level field says which field,
+        // known or not, however deep; outside any field it says only where.
+        let cases: [(&str, &[&str]); 7] = [
+            (
+                "{\"type\":\"import_parcel\",\"waybill_no\":\"a\u{1}b\"}",
+                &[
+                    "invalid JSON in field \"waybill_no\": control character",
+                    "line 1 column",
+                ],
+            ),
+            (
+                r#"{"type":"import_parcel","extra":{"a":[1,2,}]}}"#,
+                &["invalid JSON in field \"extra\": "],
+            ),
+            (
+                r#"{"type":"import_parcel","firm_id":"sf"#,
+                &["in field \"firm_id\": EOF"],
+            ),
+            (
+                r#"{"type":"import_parcel","firm_id":tru}"#,
+                &["in field \"firm_id\""],
+            ),
+            (r#"{"type":"import_parcel",,}"#, &["invalid JSON: "]),
+            (r#"{"ty\u0070e":"x","a":[}"#, &["in field \"a\""]),
+            (r#"[1,2,}"#, &["invalid JSON: "]),
+        ];
+        for (payload, needles) in cases {
+            assert_rejected(payload.as_bytes(), Reason::MalformedJson, needles);
+            let detail = decode_str(payload).unwrap_err().detail;
+            if needles[0] == "invalid JSON: " {
+                assert!(!detail.contains("in field"), "{payload}: {detail}");
+            }
+        }
+        assert_eq!(field_at(r#"{"a":1,"b":"#, 11).as_deref(), Some("b"));
+        assert_eq!(field_at(r#"{"a":1,"b"#, 9), None, "inside a key");
+        assert_eq!(field_at(r#"{"a":1} x"#, 8), None, "after the object");
+        assert_eq!(field_at(r#"{"a":{"b":{"#, 11).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        assert_rejected(
+            "\u{feff}{\"type\":\"import_parcel\"}".as_bytes(),
+            Reason::MalformedJson,
+            &["byte order mark"],
         );
     }
 

@@ -6,8 +6,14 @@
 
 mod harness;
 
-use harness::{consume_all, produce_values, require_services, World};
-use subsidy_ingester::ingest::dead_letter::{sha256_hex, ENVELOPE_BYTES_MAX};
+use harness::{
+    consume_all, kafka_brokers, kafka_config, produce_values, require_services, unique, World,
+};
+use std::time::{Duration, Instant};
+use subsidy_ingester::domain::Reason;
+use subsidy_ingester::ingest::dead_letter::{
+    sha256_hex, DeadLetter, DeadLetterSender, SendTally, ENVELOPE_BYTES_MAX,
+};
 use subsidy_ingester::kafka::DEAD_LETTER_MESSAGE_BYTES_MAX;
 
 /// One hostile or valid message and what must become of it.
@@ -297,6 +303,61 @@ async fn conservation_fails_for_messages_in_kafka_without_an_outcome() {
         "{balance}"
     );
     world.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_refused_for_good_is_counted_and_the_others_delivered() {
+    // Proves, against the real broker: a letter librdkafka refuses for good (here larger
+    // than a producer limit of 4,096 bytes) is given up at once and counted, not retried
+    // and not fatal, and the letters before and after it are delivered.
+    require_services().await;
+    let topic = unique("dlq_refused");
+    kafka_config("admin")
+        .ensure_topics(&[topic.as_str()], 1)
+        .await
+        .unwrap();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("message.max.bytes", "4096")
+        .create()
+        .unwrap();
+    let letter = |offset: i64, payload_bytes: usize| DeadLetter {
+        topic: "src".into(),
+        partition: 0,
+        offset,
+        reason: Reason::SchemaViolation,
+        detail: "field \"waybill_no\": …".into(),
+        payload: Some(vec![b'a'; payload_bytes]),
+        received_at_unix_s: 1,
+    };
+    let letters = [letter(0, 10), letter(1, 100_000), letter(2, 10)];
+    let started = Instant::now();
+    let tally = DeadLetterSender {
+        producer: &producer,
+        topic: &topic,
+        retry_backoff_max: Duration::from_secs(1),
+    }
+    .send_all(&letters)
+    .await;
+    assert_eq!(
+        tally,
+        SendTally {
+            sent: 2,
+            truncated: 0,
+            failed: 1
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut keys: Vec<Vec<u8>> = consume_all(&topic, 2)
+        .into_iter()
+        .filter_map(|(key, _)| key)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec![b"src/0/0".to_vec(), b"src/0/2".to_vec()]);
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -169,30 +169,29 @@ impl World {
         dir: &Path,
     ) {
         use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
-        let firms = write_file(dir, "firms.csv", &firms_to_csv(&feed.firms));
-        let outlets = write_file(dir, "outlets.csv", &outlets_to_csv(&feed.outlets));
-        let zones = write_file(dir, "zones.csv", &zones_to_csv(&feed.zones));
         self.run_ok(&["migrate"]);
-        self.run_ok(&[
-            "refdata",
-            "load",
-            "--firms",
-            firms.to_str().unwrap(),
-            "--outlets",
-            outlets.to_str().unwrap(),
-            "--zones",
-            zones.to_str().unwrap(),
-        ]);
+        self.load_refdata_csv(
+            dir,
+            &firms_to_csv(&feed.firms),
+            &outlets_to_csv(&feed.outlets),
+            &zones_to_csv(&feed.zones),
+        );
     }
 
     /// Migrates this world's database and loads [`FIRMS`], [`OUTLETS`] and [`ZONES`]
     /// through the CLI; the CSV files live in the returned directory.
     pub fn load_small_refdata(&self) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let firms = write_file(dir.path(), "firms.csv", FIRMS);
-        let outlets = write_file(dir.path(), "outlets.csv", OUTLETS);
-        let zones = write_file(dir.path(), "zones.csv", ZONES);
         self.run_ok(&["migrate"]);
+        self.load_refdata_csv(dir.path(), FIRMS, OUTLETS, ZONES);
+        dir
+    }
+
+    /// Writes the three CSV texts into `dir` and loads them with `refdata load`.
+    pub fn load_refdata_csv(&self, dir: &Path, firms: &str, outlets: &str, zones: &str) {
+        let firms = write_file(dir, "firms.csv", firms);
+        let outlets = write_file(dir, "outlets.csv", outlets);
+        let zones = write_file(dir, "zones.csv", zones);
         self.run_ok(&[
             "refdata",
             "load",
@@ -203,7 +202,6 @@ impl World {
             "--zones",
             zones.to_str().unwrap(),
         ]);
-        dir
     }
 
     /// A store handle on this world's database.
