@@ -292,14 +292,10 @@ pub struct ConservationArgs {
     /// Bootstrap brokers.
     #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    /// Topics whose every partition must be consumed, besides those found in storage.
-    #[arg(
-        long,
-        env = "SUBSIDY_TOPICS",
-        value_delimiter = ',',
-        default_value = DEFAULT_TOPICS
-    )]
-    pub topics: Vec<String>,
+    /// The source topics: every partition of them must be consumed, besides those found
+    /// in storage.
+    #[command(flatten)]
+    pub source: SourceTopics,
     /// How long a partition behind the broker may take to catch up before the check
     /// fails, milliseconds.
     #[arg(long, env = "SUBSIDY_CONSERVATION_SETTLE_MS", default_value_t = 10_000)]
@@ -406,12 +402,10 @@ fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, St
     })
 }
 
-/// Flags of `run`.
+/// The source topics, shared by `run` and `conservation`.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Topics to consume, comma-separated; any topic may carry any event type.
+pub struct SourceTopics {
+    /// Source topics, comma-separated; any topic may carry any event type.
     #[arg(
         long,
         env = "SUBSIDY_TOPICS",
@@ -419,6 +413,15 @@ pub struct RunArgs {
         default_value = DEFAULT_TOPICS
     )]
     pub topics: Vec<String>,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub source: SourceTopics,
     /// Dead-letter topic for rejected messages (created if missing).
     #[arg(long, env = "SUBSIDY_DLQ_TOPIC", default_value = "subsidy.rejected")]
     pub dlq_topic: String,
@@ -451,7 +454,7 @@ impl RunArgs {
         RunSettings {
             kafka: self.kafka.kafka_config(),
             store: clickhouse.store_config(),
-            topics: self.topics.clone(),
+            topics: self.source.topics.clone(),
             dlq_topic: self.dlq_topic.clone(),
             limits: BatchLimits {
                 rows_max: self.batch_rows_max as usize,
@@ -522,7 +525,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             migrate::ensure_migrated(&store).await?;
             let options = crate::conservation::CheckOptions {
                 kafka: (!args.no_kafka).then(|| plain_kafka(&args.brokers)),
-                topics: args.topics.clone(),
+                topics: args.source.topics.clone(),
                 settle: Duration::from_millis(args.settle_ms),
             };
             let balances = crate::conservation::check(&store, &options).await?;

@@ -169,19 +169,15 @@ impl DeadLetterSender<'_> {
     /// Sends every letter; returns only when each one is acknowledged or given up.
     pub async fn send_all(&self, letters: &[DeadLetter]) -> SendTally {
         let mut tally = SendTally::default();
-        let mut pending: Vec<(&DeadLetter, Envelope)> = letters
-            .iter()
-            .map(|letter| (letter, envelope(letter)))
-            .collect();
-        tally.truncated = pending.iter().filter(|(_, e)| e.truncated).count() as u64;
+        let mut pending: Vec<&DeadLetter> = letters.iter().collect();
         let mut backoff = RETRY_BACKOFF_FIRST;
         for round in 1..=SEND_ROUNDS_MAX {
-            let retry = self.send_round(pending, &mut tally).await;
+            let retry = self.send_round(pending, round == 1, &mut tally).await;
             if retry.is_empty() {
                 return tally;
             }
             if round == SEND_ROUNDS_MAX {
-                for (letter, _) in &retry {
+                for letter in &retry {
                     give_up(letter, "still failing after the last round", &mut tally);
                 }
                 return tally;
@@ -199,24 +195,30 @@ impl DeadLetterSender<'_> {
         tally
     }
 
-    /// One round: produces every pending letter and awaits the deliveries. Returns the
+    /// One round: encodes and produces every pending letter (librdkafka copies the value,
+    /// so only the letters are kept for a retry) and awaits the deliveries. Returns the
     /// letters worth another round.
     async fn send_round<'l>(
         &self,
-        pending: Vec<(&'l DeadLetter, Envelope)>,
+        pending: Vec<&'l DeadLetter>,
+        first_round: bool,
         tally: &mut SendTally,
-    ) -> Vec<(&'l DeadLetter, Envelope)> {
+    ) -> Vec<&'l DeadLetter> {
         let mut retry = Vec::new();
-        let mut in_flight: Vec<(&'l DeadLetter, Envelope, DeliveryFuture)> = Vec::new();
-        for (letter, envelope) in pending {
+        let mut in_flight: Vec<(&'l DeadLetter, DeliveryFuture)> = Vec::new();
+        for letter in pending {
             let key = letter.key();
+            let envelope = envelope(letter);
+            if first_round && envelope.truncated {
+                tally.truncated += 1;
+            }
             loop {
                 let record = FutureRecord::to(self.topic)
                     .key(&key)
                     .payload(&envelope.value);
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
-                        in_flight.push((letter, envelope, delivery));
+                        in_flight.push((letter, delivery));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
@@ -226,7 +228,7 @@ impl DeadLetterSender<'_> {
                         await_deliveries(&mut in_flight, &mut retry, tally).await;
                     }
                     Err((error, _)) => {
-                        classify_failure(letter, envelope, &error, &mut retry, tally);
+                        classify_failure(letter, &error, &mut retry, tally);
                         break;
                     }
                 }
@@ -239,25 +241,24 @@ impl DeadLetterSender<'_> {
 
 /// Awaits every delivery, sorting failures into `retry` or the tally.
 async fn await_deliveries<'l>(
-    in_flight: &mut Vec<(&'l DeadLetter, Envelope, DeliveryFuture)>,
-    retry: &mut Vec<(&'l DeadLetter, Envelope)>,
+    in_flight: &mut Vec<(&'l DeadLetter, DeliveryFuture)>,
+    retry: &mut Vec<&'l DeadLetter>,
     tally: &mut SendTally,
 ) {
-    for (letter, envelope, delivery) in in_flight.drain(..) {
+    for (letter, delivery) in in_flight.drain(..) {
         match delivery.await {
             Ok(Ok(_)) => tally.sent += 1,
-            Ok(Err((error, _))) => classify_failure(letter, envelope, &error, retry, tally),
+            Ok(Err((error, _))) => classify_failure(letter, &error, retry, tally),
             // The producer dropped the message (shutting down): try again.
-            Err(_canceled) => retry.push((letter, envelope)),
+            Err(_canceled) => retry.push(letter),
         }
     }
 }
 
 fn classify_failure<'l>(
     letter: &'l DeadLetter,
-    envelope: Envelope,
     error: &KafkaError,
-    retry: &mut Vec<(&'l DeadLetter, Envelope)>,
+    retry: &mut Vec<&'l DeadLetter>,
     tally: &mut SendTally,
 ) {
     match error.rdkafka_error_code() {
@@ -266,7 +267,7 @@ fn classify_failure<'l>(
         }
         _ => {
             tracing::warn!(message = "Dead letter delivery failed.", %error, source_topic = %letter.topic, source_partition = letter.partition, source_offset = letter.offset);
-            retry.push((letter, envelope));
+            retry.push(letter);
         }
     }
 }
