@@ -73,13 +73,56 @@ pub fn cap_fen_per_year(program: Program) -> Option<i64> {
     }
 }
 
+/// Percentage of a granted total the districts of [`DISTRICTS_PAYING_75_PERCENT`] pay.
+pub const DISTRICT_SHARE_PERCENT_HIGH: i64 = 75;
+/// Percentage of a granted total every other district pays.
+pub const DISTRICT_SHARE_PERCENT_LOW: i64 = 50;
+
 /// Percentage of a granted total a district pays locally (Article 20).
 pub fn district_share_percent(district_code: &str) -> i64 {
     if DISTRICTS_PAYING_75_PERCENT.contains(&district_code) {
-        75
+        DISTRICT_SHARE_PERCENT_HIGH
     } else {
-        50
+        DISTRICT_SHARE_PERCENT_LOW
     }
+}
+
+/// The numbers the SQL views compute with, as SQL fragments for their `{policy.NAME}`
+/// placeholders, so that caps and the funding split in ClickHouse use the numbers of this
+/// file and nothing else (`migrate` fills them in; a change re-applies the views):
+/// - `{policy.cap_fen}`: the yearly cap in fen of the row's `program`, `-1` for none;
+/// - `{policy.districts_paying_high_share}`: the quoted district codes of the 75 % list;
+/// - `{policy.district_share_percent_high}`, `{policy.district_share_percent_low}`.
+pub fn sql_placeholders() -> [(&'static str, String); 4] {
+    let caps: Vec<String> = Program::ALL
+        .iter()
+        .filter_map(|p| {
+            Some(format!(
+                "program = '{}', {}",
+                p.as_str(),
+                cap_fen_per_year(*p)?
+            ))
+        })
+        .collect();
+    let districts: Vec<String> = DISTRICTS_PAYING_75_PERCENT
+        .iter()
+        .map(|d| format!("'{d}'"))
+        .collect();
+    [
+        (
+            "{policy.cap_fen}",
+            format!("multiIf({}, -1)", caps.join(", ")),
+        ),
+        ("{policy.districts_paying_high_share}", districts.join(", ")),
+        (
+            "{policy.district_share_percent_high}",
+            DISTRICT_SHARE_PERCENT_HIGH.to_string(),
+        ),
+        (
+            "{policy.district_share_percent_low}",
+            DISTRICT_SHARE_PERCENT_LOW.to_string(),
+        ),
+    ]
 }
 
 /// The district's share of `granted_fen`, rounded half-even to the fen:

@@ -10,7 +10,8 @@ use harness::{produce_raw, require_services, write_file, World, FIRMS, ZONES};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_twice_changes_nothing() {
-    // Proves: a second `migrate` applies nothing and leaves the same objects.
+    // Proves: a second `migrate` applies nothing and leaves the same objects, quietly; a
+    // database with another build's views is upgraded by `migrate`.
     require_services().await;
     let world = World::new("cli_migrate");
     let first = world.run_ok(&["migrate"]);
@@ -33,6 +34,18 @@ async fn migrate_twice_changes_nothing() {
     assert!(second.contains("applied 0 migration(s)"), "{second}");
     assert!(second.contains("2 already applied"), "{second}");
     assert_eq!(world.query(objects).await, before);
+
+    // A database whose views are another build's (recorded under another checksum, one of
+    // them missing) gets this build's views from the same `migrate`; tables stay.
+    world
+        .execute("INSERT INTO {db}.schema_migrations VALUES (2, '0002_views.sql', 'another-build', now() + 60)")
+        .await;
+    world.execute("DROP TABLE {db}.conservation").await;
+    let upgrade = world.run_ok(&["migrate"]);
+    assert!(upgrade.contains("applied 1 migration(s)"), "{upgrade}");
+    assert_eq!(world.query(objects).await, before);
+    let again = world.run_ok(&["migrate"]);
+    assert!(again.contains("applied 0 migration(s)"), "{again}");
     let names: Vec<&str> = before.iter().map(|r| r[0].as_str()).collect();
     for view in [
         "subsidy_monthly",

@@ -2,6 +2,8 @@
 -- so they are exact whatever order, partitioning, replays or instances wrote the rows.
 -- Money is summed as integer fen and cast to Decimal(18,2) only at the end
 -- (18.16's arrayCumSum refuses Decimal).
+-- `{policy.NAME}` placeholders are the policy's numbers, filled in by `migrate` from
+-- src/policy.rs (their one home); `{db}` is the database.
 
 CREATE VIEW IF NOT EXISTS {db}.firms AS
 SELECT * FROM {db}.firms_history
@@ -62,7 +64,7 @@ FROM
         program,
         recipient_id,
         year,
-        multiIf(program = 'import_parcel', 20000000, program = 'rural_delivery', 3000000, -1) AS cap_fen,
+        {policy.cap_fen} AS cap_fen,
         arraySort(groupArray((month, district_code, units, nominal_fen))) AS cells,
         arrayCumSum(arrayMap(c -> c.4, cells)) AS nominal_upto_fen,
         arrayMap((c, upto) -> if(cap_fen < 0, c.4, least(greatest(cap_fen - (upto - c.4), 0), c.4)), cells, nominal_upto_fen) AS granted_cells_fen
@@ -94,8 +96,9 @@ SELECT
     CAST(granted_fen AS Decimal(18, 2)) / 100 AS granted
 FROM {db}.subsidy_monthly_fen;
 
--- Article 20: the district pays 75 % in 萧山 余杭 临安 桐庐 淳安 建德, 50 % elsewhere,
--- rounded half-even to the fen; the city pays the rest.
+-- Article 20: the districts of the policy's list (萧山 余杭 临安 桐庐 淳安 建德) pay the high
+-- share (75 %), the others the low one (50 %), rounded half-even to the fen; the city pays
+-- the rest.
 CREATE VIEW IF NOT EXISTS {db}.subsidy_funding_monthly_fen AS
 SELECT
     month,
@@ -111,7 +114,7 @@ FROM
         district_code,
         program,
         granted_fen,
-        if(district_code IN ('330109', '330110', '330112', '330122', '330127', '330182'), 75, 50) AS share_percent,
+        if(district_code IN ({policy.districts_paying_high_share}), {policy.district_share_percent_high}, {policy.district_share_percent_low}) AS share_percent,
         intDiv(granted_fen * share_percent, 100) AS share_floor_fen,
         (granted_fen * share_percent) % 100 AS share_rest
     FROM

@@ -36,8 +36,9 @@ pub struct Migration {
     pub name: &'static str,
     /// Whether it is applied once or whenever it changes.
     pub kind: Kind,
-    /// The SQL, statements separated by `;`, `{db}` standing for the database.
-    pub sql: &'static str,
+    /// The file: statements separated by `;`, `{db}` standing for the database and
+    /// `{policy.NAME}` for the policy's numbers.
+    pub template: &'static str,
 }
 
 /// Every migration this build knows, in order.
@@ -46,13 +47,13 @@ pub const MIGRATIONS: [Migration; 2] = [
         version: 1,
         name: "0001_tables.sql",
         kind: Kind::Versioned,
-        sql: include_str!("../../schemas/clickhouse/0001_tables.sql"),
+        template: include_str!("../../schemas/clickhouse/0001_tables.sql"),
     },
     Migration {
         version: 2,
         name: "0002_views.sql",
         kind: Kind::Repeatable,
-        sql: include_str!("../../schemas/clickhouse/0002_views.sql"),
+        template: include_str!("../../schemas/clickhouse/0002_views.sql"),
     },
 ];
 
@@ -96,6 +97,18 @@ pub fn view_name(statement: &str) -> Option<&str> {
     name.starts_with("{db}.").then_some(name)
 }
 
+impl Migration {
+    /// The SQL to apply: the file with the policy's numbers in place of its
+    /// `{policy.NAME}` placeholders ([`crate::policy::sql_placeholders`]); `{db}` stays.
+    pub fn sql(&self) -> String {
+        crate::policy::sql_placeholders()
+            .iter()
+            .fold(self.template.to_string(), |sql, (name, value)| {
+                sql.replace(name, value)
+            })
+    }
+}
+
 /// A stable checksum of a migration's text (hex of xxh3-64), to notice edited migrations.
 pub fn checksum(sql: &str) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(sql.as_bytes()))
@@ -121,7 +134,7 @@ pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
     };
     for migration in MIGRATIONS {
         let recorded = applied.iter().find(|r| r.version == migration.version);
-        let current = checksum(migration.sql);
+        let current = checksum(&migration.sql());
         match (recorded, migration.kind) {
             (Some(row), _) if row.checksum == current => {
                 report.already_applied.push(migration.name.to_string());
@@ -138,9 +151,12 @@ pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
             (None, Kind::Versioned) => apply_versioned(store, &migration).await?,
             (_, Kind::Repeatable) => apply_repeatable(store, &migration).await?,
         }
+        // Recorded after every earlier record, even if the clock went back, so the last
+        // application is the one `argMax(checksum, applied_at)` finds.
         store
             .execute(&store.sql(&format!(
-                "INSERT INTO {{db}}.schema_migrations VALUES ({}, '{}', '{}', now())",
+                "INSERT INTO {{db}}.schema_migrations SELECT {}, '{}', '{}', \
+                 greatest(now(), (SELECT max(applied_at) FROM {{db}}.schema_migrations) + 1)",
                 migration.version, migration.name, current
             )))
             .await?;
@@ -161,7 +177,7 @@ async fn applied_migrations(store: &Store) -> Result<Vec<AppliedRow>, StoreError
 }
 
 async fn apply_versioned(store: &Store, migration: &Migration) -> Result<(), StoreError> {
-    for statement in statements(migration.sql) {
+    for statement in statements(&migration.sql()) {
         store.execute(&store.sql(&statement)).await?;
     }
     Ok(())
@@ -169,7 +185,7 @@ async fn apply_versioned(store: &Store, migration: &Migration) -> Result<(), Sto
 
 /// Drops every view of the file, dependants first, then creates them in file order.
 async fn apply_repeatable(store: &Store, migration: &Migration) -> Result<(), StoreError> {
-    let statements = statements(migration.sql);
+    let statements = statements(&migration.sql());
     for statement in statements.iter().rev() {
         if let Some(name) = view_name(statement) {
             store
@@ -196,7 +212,7 @@ pub async fn ensure_migrated(store: &Store) -> Result<(), StoreError> {
                     detail: format!("{} is not applied", migration.name),
                 })
             }
-            (Some(row), Kind::Repeatable) if row.checksum != checksum(migration.sql) => {
+            (Some(row), Kind::Repeatable) if row.checksum != checksum(&migration.sql()) => {
                 tracing::warn!(
                     message = "The database's views are from another build; run `subsidy-ingester migrate` to update them.",
                     migration = migration.name
@@ -224,7 +240,7 @@ mod tests {
     #[test]
     fn every_migration_statement_is_idempotent() {
         for migration in MIGRATIONS {
-            for statement in statements(migration.sql) {
+            for statement in statements(&migration.sql()) {
                 assert!(
                     statement.contains("IF NOT EXISTS"),
                     "{}: statement is not idempotent: {statement}",
@@ -258,18 +274,30 @@ mod tests {
     }
 
     #[test]
-    fn funding_view_uses_the_policy_list_of_75_percent_districts() {
-        // The SQL cannot import Rust constants; this keeps the two lists equal.
-        let views = MIGRATIONS[1].sql;
-        let quoted: Vec<String> = crate::policy::DISTRICTS_PAYING_75_PERCENT
-            .iter()
-            .map(|d| format!("'{d}'"))
-            .collect();
-        assert!(
-            views.contains(&format!("IN ({})", quoted.join(", "))),
-            "0002_views.sql must list exactly {quoted:?}"
-        );
-        assert!(views.contains("program = 'import_parcel', 20000000"));
-        assert!(views.contains("program = 'rural_delivery', 3000000"));
+    fn the_views_take_the_policy_numbers_from_policy_rs_and_hold_no_literal_copy() {
+        // Proves: every `{policy.…}` placeholder is filled, the filled SQL holds the numbers
+        // of src/policy.rs, and the file itself repeats none of them.
+        let template = MIGRATIONS[1].template;
+        let views = MIGRATIONS[1].sql();
+        for statement in statements(&views) {
+            assert!(!statement.contains("{policy."), "unfilled: {statement}");
+        }
+        for (name, _) in crate::policy::sql_placeholders() {
+            assert!(
+                template.contains(name),
+                "0002_views.sql does not use {name}"
+            );
+        }
+        assert!(views.contains(
+            "multiIf(program = 'import_parcel', 20000000, program = 'rural_delivery', 3000000, -1)"
+        ));
+        assert!(views
+            .contains("IN ('330109', '330110', '330112', '330122', '330127', '330182'), 75, 50)"));
+        for literal in ["20000000", "3000000", "330109", "330182"] {
+            assert!(
+                !template.contains(literal),
+                "0002_views.sql repeats {literal}"
+            );
+        }
     }
 }

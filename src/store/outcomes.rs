@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn columns_match_the_migration() {
-        let tables = crate::store::migrate::MIGRATIONS[0].sql;
+        let tables = crate::store::migrate::MIGRATIONS[0].template;
         let start = tables
             .find("CREATE TABLE IF NOT EXISTS {db}.outcomes")
             .unwrap();

@@ -217,6 +217,16 @@ impl World {
         .expect("ClickHouse connect")
     }
 
+    /// Runs a statement that returns nothing (with `{db}` for this world's database).
+    pub async fn execute(&self, sql: &str) {
+        let store = self.store().await;
+        let statement = store.sql(sql);
+        store
+            .execute(&statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+
     /// Runs a query (with `{db}` for this world's database) and returns TSV cells.
     pub async fn query(&self, sql: &str) -> Vec<Vec<String>> {
         query_tsv(&self.store().await, sql).await
