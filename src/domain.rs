@@ -78,11 +78,33 @@ pub enum Reason {
     OutletNotEnrolled,
     /// A valid message whose unit key was already paid.
     Duplicate,
+    /// Not a SPEC §5 check: ClickHouse refused the message's outcome row for a reason no
+    /// retry can fix, so the message is kept as this rejection, with the server's error,
+    /// instead of stalling its partition.
+    StorageRefused,
 }
 
 impl Reason {
-    /// Every reason code, in SPEC §5 order.
-    pub const ALL: [Reason; 13] = [
+    /// Every reason code the service stores: the SPEC's, then `storage_refused`.
+    pub const ALL: [Reason; 14] = [
+        Reason::MalformedJson,
+        Reason::SchemaViolation,
+        Reason::UnknownType,
+        Reason::OutsidePolicyPeriod,
+        Reason::UnknownZone,
+        Reason::ZoneInactive,
+        Reason::CourierNotReleased,
+        Reason::UnknownFirm,
+        Reason::FirmIneligible,
+        Reason::UnknownOutlet,
+        Reason::OutletFirmMismatch,
+        Reason::OutletNotEnrolled,
+        Reason::Duplicate,
+        Reason::StorageRefused,
+    ];
+
+    /// The reason codes of SPEC §5, in the order its checks run.
+    pub const SPEC: [Reason; 13] = [
         Reason::MalformedJson,
         Reason::SchemaViolation,
         Reason::UnknownType,
@@ -114,6 +136,7 @@ impl Reason {
             Reason::OutletFirmMismatch => "outlet_firm_mismatch",
             Reason::OutletNotEnrolled => "outlet_not_enrolled",
             Reason::Duplicate => "duplicate",
+            Reason::StorageRefused => "storage_refused",
         }
     }
 

@@ -797,7 +797,7 @@ mod tests {
         ];
         let mut reasons: Vec<Reason> = events.iter().filter_map(outcome).collect();
         reasons.sort();
-        let expected: Vec<Reason> = Reason::ALL
+        let expected: Vec<Reason> = Reason::SPEC
             .into_iter()
             .filter(|r| {
                 !matches!(

@@ -14,6 +14,7 @@ use super::batch::{Batch, RowSource};
 use super::context::IngestContext;
 use super::dead_letter::DeadLetterSender;
 use super::stats::Stats;
+use crate::domain::Reason;
 use crate::store::outcomes::{insert_outcomes, OutcomeRow};
 use crate::store::rowbinary::RowBinaryWriter;
 use crate::store::{Store, StoreError};
@@ -24,10 +25,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Reason code of a message whose outcome row ClickHouse refused (not in SPEC §5: the
-/// message is kept, with the server's error, instead of stalling its partition).
-pub const STORAGE_REFUSED: &str = "storage_refused";
 
 /// Why the flusher stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +76,15 @@ impl Flusher {
         crate::crash::reached("after_insert");
         let mut accepted = batch.accepted();
         let mut rejected_by_reason = *batch.rejected_by_reason();
+        // A refused row is stored as `storage_refused` instead of what the rules decided.
         for row in &refused {
             match row.rejection {
                 None => accepted -= 1,
                 Some(reason) => rejected_by_reason[reason as usize] -= 1,
             }
+            rejected_by_reason[Reason::StorageRefused as usize] += 1;
         }
         self.stats.batch_durable(accepted, &rejected_by_reason);
-        self.stats
-            .storage_refused
-            .fetch_add(refused.len() as u64, Ordering::Relaxed);
         self.commit_advisory(&batch);
         crate::crash::reached("after_commit");
         Ok(())
@@ -133,7 +129,7 @@ impl Flusher {
                 partition: source.partition as u32,
                 offset: source.offset as u64,
                 received_at_unix_s: source.received_at_unix_s,
-                reason: STORAGE_REFUSED,
+                reason: Reason::StorageRefused.as_str(),
                 detail: &detail,
                 ..OutcomeRow::default()
             };

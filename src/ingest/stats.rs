@@ -24,8 +24,6 @@ pub struct Stats {
     pub dead_letters_truncated: AtomicU64,
     /// Dead letters given up (refused permanently, or failing after every retry).
     pub dead_letters_failed: AtomicU64,
-    /// Rows ClickHouse refused, stored as `storage_refused` rejections instead.
-    pub storage_refused: AtomicU64,
     rejected_by_reason: Mutex<[u64; Reason::ALL.len()]>,
     first_message_at: Mutex<Option<Instant>>,
     last_durable_at: Mutex<Option<Instant>>,
@@ -69,24 +67,18 @@ impl Stats {
             (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
             _ => 0.0,
         };
-        let storage_refused = self.storage_refused.load(Ordering::Relaxed);
         let durable = self.durable_accepted.load(Ordering::Relaxed)
-            + self.durable_rejected.load(Ordering::Relaxed)
-            + storage_refused;
+            + self.durable_rejected.load(Ordering::Relaxed);
         let by_reason = self.rejected_by_reason.lock().expect("stats poisoned");
         RunSummary {
             consumed: self.consumed.load(Ordering::Relaxed),
             skipped_already_durable: self.skipped_already_durable.load(Ordering::Relaxed),
             accepted: self.durable_accepted.load(Ordering::Relaxed),
-            rejected: self.durable_rejected.load(Ordering::Relaxed) + storage_refused,
+            rejected: self.durable_rejected.load(Ordering::Relaxed),
             rejected_by_reason: Reason::ALL
                 .iter()
                 .map(|r| r.as_str())
                 .zip(by_reason.iter().copied())
-                .chain(std::iter::once((
-                    super::flusher::STORAGE_REFUSED,
-                    storage_refused,
-                )))
                 .filter(|(_, n)| *n > 0)
                 .map(|(r, n)| (r.to_string(), n))
                 .collect(),
