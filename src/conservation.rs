@@ -152,14 +152,14 @@ pub async fn check(
         .iter()
         .map(|b| ((b.topic.clone(), b.partition), b.next_offset()))
         .collect();
-    while balances.iter().any(|b| !b.is_ok()) && started.elapsed() < options.settle {
+    let behind = |b: &PartitionBalance| b.not_yet_consumed.unwrap_or(0) > 0;
+    while balances.iter().any(behind) && started.elapsed() < options.settle {
         tokio::time::sleep(SETTLE_POLL_INTERVAL.min(options.settle)).await;
         balances = merge(stored_balances(store).await?, &ends);
     }
     for balance in &mut balances {
-        let behind = balance.not_yet_consumed.unwrap_or(0) > 0;
         let before = first_next.get(&(balance.topic.clone(), balance.partition));
-        balance.stuck = behind && before == Some(&balance.next_offset());
+        balance.stuck = behind(balance) && before == Some(&balance.next_offset());
     }
     Ok(balances)
 }

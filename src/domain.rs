@@ -86,22 +86,15 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason code the service stores: the SPEC's, then `storage_refused`.
-    pub const ALL: [Reason; 14] = [
-        Reason::MalformedJson,
-        Reason::SchemaViolation,
-        Reason::UnknownType,
-        Reason::OutsidePolicyPeriod,
-        Reason::UnknownZone,
-        Reason::ZoneInactive,
-        Reason::CourierNotReleased,
-        Reason::UnknownFirm,
-        Reason::FirmIneligible,
-        Reason::UnknownOutlet,
-        Reason::OutletFirmMismatch,
-        Reason::OutletNotEnrolled,
-        Reason::Duplicate,
-        Reason::StorageRefused,
-    ];
+    pub const ALL: [Reason; 14] = {
+        let mut all = [Reason::StorageRefused; 14];
+        let mut i = 0;
+        while i < Reason::SPEC.len() {
+            all[i] = Reason::SPEC[i];
+            i += 1;
+        }
+        all
+    };
 
     /// The reason codes of SPEC §5, in the order its checks run.
     pub const SPEC: [Reason; 13] = [
