@@ -18,7 +18,7 @@
 //! end is the largest of the message read, the watermark in the fetch responses and a
 //! ListOffsets answer that is not below what is already stored.
 
-use crate::kafka::{KafkaConfig, KafkaSetupError};
+use crate::kafka::{KafkaConfig, KafkaSetupError, ProbeContext};
 use crate::store::{Store, StoreError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -300,7 +300,7 @@ fn listed_end(low: i64, high: i64, next: Option<i64>) -> KafkaEnd {
 /// message or reported its end, or `deadline` passed; raises each partition's end to what
 /// it saw and to the watermark of the fetch responses.
 fn read_to_ends(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<ProbeContext>,
     topic: &str,
     ends: &mut BTreeMap<i32, KafkaEnd>,
     deadline: Instant,

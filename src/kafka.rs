@@ -123,14 +123,14 @@ impl KafkaConfig {
 
     /// A consumer for looking, never committing: it reads assigned partitions and reports
     /// each partition's end (`enable.partition.eof`), for `conservation`.
-    pub fn probe_consumer(&self) -> Result<BaseConsumer, KafkaSetupError> {
+    pub fn probe_consumer(&self) -> Result<BaseConsumer<ProbeContext>, KafkaSetupError> {
         ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", "subsidy-ingester-probe")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.queue.backoff.ms", "20")
-            .create()
+            .create_with_context(ProbeContext)
             .map_err(|source| KafkaSetupError::Client {
                 client: "probe consumer",
                 source,
@@ -235,6 +235,23 @@ impl KafkaConfig {
         Ok(())
     }
 }
+
+/// The probe consumer's context: the end of a partition is what the probe asks for, not an
+/// error, so it is not logged as one (librdkafka also reports it as a "global error").
+pub struct ProbeContext;
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reports it as `Global(PartitionEOF)` here.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(message = "End of partition.", reason);
+        } else {
+            tracing::warn!(message = "Kafka client error.", %error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
 
 /// The low and high watermarks librdkafka last saw for a partition in fetch responses,
 /// without asking the broker; `None` until a fetch response has reported them. (These are

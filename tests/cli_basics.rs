@@ -298,6 +298,18 @@ async fn a_small_feed_lands_with_hand_computed_totals_and_dead_letters() {
     );
 
     // The conservation check balances, and nothing is left unconsumed in Kafka.
+    let quiet = world
+        .command()
+        .env_remove("SUBSIDY_LOG")
+        .arg("conservation")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert!(
+        quiet.stderr.is_empty(),
+        "conservation logs only warnings by default (the probe's end of partition is none): {}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
     let balance = world.run_ok(&["conservation", "--with-kafka"]);
     assert!(
         balance.contains("total: 8 messages = 4 units + 4 rejected; every partition balances"),
