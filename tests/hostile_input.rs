@@ -7,7 +7,8 @@
 mod harness;
 
 use harness::{
-    consume_all, kafka_brokers, kafka_config, produce_values, require_services, unique, World,
+    consume_all, kafka_brokers, kafka_config, produce_raw, produce_values, require_services,
+    unique, World,
 };
 use std::time::{Duration, Instant};
 use subsidy_ingester::domain::Reason;
@@ -244,20 +245,18 @@ async fn conservation_fails_for_messages_in_kafka_without_an_outcome() {
     require_services().await;
     let world = World::new("stuck");
     let _dir = world.load_small_refdata();
-    let parcel = |n: usize| Some(import("sf-express", &format!("SF-{n}")));
-    let first: Vec<Option<Vec<u8>>> = (0..4).map(parcel).collect();
-    let first: Vec<Option<&[u8]>> = first.iter().map(|v| v.as_deref()).collect();
-    produce_values(&world.import_topic, 1, &first).await;
-    produce_values(&world.takeout_topic, 1, &[]).await;
-    produce_values(&world.rural_topic, 1, &[]).await;
+    let parcel = |n: usize| import("sf-express", &format!("SF-{n}"));
+    let first: Vec<Vec<u8>> = (0..4).map(parcel).collect();
+    produce_raw(&world.import_topic, 1, &first).await;
+    produce_raw(&world.takeout_topic, 1, &[]).await;
+    produce_raw(&world.rural_topic, 1, &[]).await;
     world.run_ok(&["run", "--until-caught-up"]);
     world.run_ok(&["conservation", "--settle-ms", "1000"]);
 
-    let later: Vec<Option<Vec<u8>>> = (4..9).map(parcel).collect();
-    let later: Vec<Option<&[u8]>> = later.iter().map(|v| v.as_deref()).collect();
-    produce_values(&world.import_topic, 1, &later).await;
+    let later: Vec<Vec<u8>> = (4..9).map(parcel).collect();
+    produce_raw(&world.import_topic, 1, &later).await;
     let forgotten = format!("{}.forgotten", world.database);
-    produce_values(&forgotten, 1, &first).await;
+    produce_raw(&forgotten, 1, &first).await;
     let topics = format!("{},{forgotten}", world.topics_csv());
     let output = world.run_cli(&["conservation", "--settle-ms", "1500", "--topics", &topics]);
     let stdout = String::from_utf8_lossy(&output.stdout);
