@@ -1,5 +1,6 @@
--- Analyst views (SPEC §6). All are plain views computed at query time from `outcomes`,
--- so they are exact whatever order, partitioning, replays or instances wrote the rows.
+-- Analyst views (SPEC §6). Plain views over the stages' tables: `outcomes` (one row per
+-- consumed message, written by the admit stage), `unit_decisions` (the ledger stage's
+-- decision per routed unit) and the `monthly_nominal` aggregates.
 -- Money is summed as integer fen and cast to Decimal(18,2) only at the end
 -- (18.16's arrayCumSum refuses Decimal).
 -- `{policy.NAME}` placeholders are the policy's numbers, filled in by `migrate` from
@@ -17,34 +18,23 @@ CREATE VIEW IF NOT EXISTS {db}.zones AS
 SELECT * FROM {db}.zones_history
 WHERE load_id = (SELECT max(load_id) FROM {db}.zones_history);
 
--- One row per paid unit. Should two accepted rows ever share a unit key (two instances
--- racing, or one message stored twice) the one with the smallest (topic, partition, offset)
--- is the unit; `rejected_events` lists the others as duplicates.
+-- One row per paid unit: the ledger stage's units (each key has one owner, so one row).
 CREATE VIEW IF NOT EXISTS {db}.ledger AS
 SELECT
     program,
     unit_key,
-    fields.1 AS recipient_id,
-    fields.2 AS district_code,
-    fields.3 AS local_date,
-    toStartOfMonth(fields.3) AS month,
-    fields.4 AS amount_fen,
-    fields.5 AS event_id,
-    fields.6 AS occurred_at,
-    source.1 AS topic,
-    source.2 AS `partition`,
-    source.3 AS `offset`
-FROM
-(
-    SELECT
-        program,
-        unit_key,
-        argMin((recipient_id, district_code, local_date, amount_fen, event_id, occurred_at), (topic, `partition`, `offset`)) AS fields,
-        min((topic, `partition`, `offset`)) AS source
-    FROM {db}.outcomes
-    WHERE reason = ''
-    GROUP BY program, unit_key
-);
+    recipient_id,
+    district_code,
+    local_date,
+    toStartOfMonth(local_date) AS month,
+    amount_fen,
+    event_id,
+    occurred_at,
+    topic,
+    `partition`,
+    `offset`
+FROM {db}.unit_decisions
+WHERE reason = '';
 
 -- Caps consumed in event-time order within a calendar year (SPEC §2), in fen:
 -- granted(m) = min(max(cap - sum(N(k), k < m), 0), N(m)) per recipient and year.
@@ -76,10 +66,11 @@ FROM
             district_code,
             month,
             toYear(month) AS year,
-            count() AS units,
-            sum(amount_fen) AS nominal_fen
-        FROM {db}.ledger
+            toUInt64(sum(cell_units)) AS units,
+            sum(cell_nominal_fen) AS nominal_fen
+        FROM (SELECT program, recipient_id, district_code, month, units AS cell_units, nominal_fen AS cell_nominal_fen FROM {db}.monthly_nominal)
         GROUP BY program, recipient_id, district_code, month
+        HAVING sum(cell_units) != 0 OR sum(cell_nominal_fen) != 0
     )
     GROUP BY program, recipient_id, year
 )
@@ -135,71 +126,18 @@ SELECT
     CAST(city_share_fen AS Decimal(18, 2)) / 100 AS city_share
 FROM {db}.subsidy_funding_monthly_fen;
 
--- Every consumed message that is not a unit, once per source message. A message stored
--- twice with different outcomes (two instances briefly sharing a partition, one seeing the
--- unit as new and the other as a duplicate) counts as accepted here; the second part then
--- lists it as a duplicate unless it is the unit. The second part lists accepted rows that
--- lost to an earlier copy of the same unit key; so messages = units + rejected rows holds.
+-- Every consumed message that is not a unit: the admit stage's rejections (SPEC §5 steps
+-- 1–6, payload kept byte for byte) and the ledger stage's (`duplicate`, step 7, and
+-- `storage_refused`; their payload stays in the source topic at the coordinates given).
+-- Each source is written once by its stage, so nothing is grouped here.
 CREATE VIEW IF NOT EXISTS {db}.rejected_events AS
-SELECT
-    first_received_at AS received_at,
-    topic,
-    `partition`,
-    `offset`,
-    first_reason AS reason,
-    first_detail AS detail,
-    first_payload AS payload,
-    first_event_id AS event_id,
-    first_program AS program,
-    first_unit_key AS unit_key
-FROM
-(
-    SELECT
-        topic,
-        `partition`,
-        `offset`,
-        anyIf(received_at, reason != '') AS first_received_at,
-        anyIf(reason, reason != '') AS first_reason,
-        anyIf(detail, reason != '') AS first_detail,
-        anyIf(payload, reason != '') AS first_payload,
-        anyIf(event_id, reason != '') AS first_event_id,
-        anyIf(program, reason != '') AS first_program,
-        anyIf(unit_key, reason != '') AS first_unit_key,
-        countIf(reason = '') AS accepted_rows
-    FROM {db}.outcomes
-    GROUP BY topic, `partition`, `offset`
-    HAVING accepted_rows = 0
-)
+SELECT received_at, topic, `partition`, `offset`, reason, detail, payload, event_id, program, unit_key
+FROM {db}.outcomes
+WHERE reason != ''
 UNION ALL
-SELECT
-    lost.4 AS received_at,
-    lost.1 AS topic,
-    lost.2 AS `partition`,
-    lost.3 AS `offset`,
-    'duplicate' AS reason,
-    concat('unit already paid: first recorded at ', winner.1, '/', toString(winner.2), '/', toString(winner.3)) AS detail,
-    '' AS payload,
-    lost.5 AS event_id,
-    program,
-    unit_key
-FROM
-(
-    SELECT
-        program,
-        unit_key,
-        arraySort(groupArray((topic, `partition`, `offset`, received_at, event_id))) AS copies,
-        copies[1] AS winner
-    FROM
-    (
-        SELECT program, unit_key, topic, `partition`, `offset`, min(received_at) AS received_at, any(event_id) AS event_id
-        FROM {db}.outcomes
-        WHERE reason = ''
-        GROUP BY program, unit_key, topic, `partition`, `offset`
-    )
-    GROUP BY program, unit_key
-    HAVING length(copies) > 1
-)
-ARRAY JOIN arraySlice(copies, 2) AS lost;
+SELECT received_at, topic, `partition`, `offset`, reason, detail, '' AS payload, event_id, program, unit_key
+FROM {db}.unit_decisions
+WHERE reason != '';
 
 -- Conservation, per topic and partition: consumed messages = ledgered units + rejected rows,
 -- and the consumed offsets form one run without gaps (`gaps` = offsets missing between the

@@ -4,9 +4,11 @@
 //! - [`migrate`]: applies `schemas/clickhouse/*.sql` once each, idempotently.
 //! - [`rowbinary`]: a small RowBinary encoder for the hot insert path.
 //! - [`outcomes`]: the `outcomes` table: batch inserts, resume offsets, the paid-unit index.
+//! - [`decisions`]: the `unit_decisions` table: the ledger stage's rows, checkpoint and restore.
 //! - [`refdata_store`]: reference data snapshots (`refdata load`, read by `run`).
 
 pub mod client;
+pub mod decisions;
 pub mod migrate;
 pub mod outcomes;
 pub mod refdata_store;

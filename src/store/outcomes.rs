@@ -99,20 +99,32 @@ pub fn date_from_days(days: u16) -> NaiveDate {
 /// insert that lands only in part leaves every partition with a gap-free prefix, and
 /// resuming at `max(offset) + 1` neither skips nor repeats a message.
 pub async fn insert_outcomes(store: &Store, rows: Bytes) -> Result<(), StoreError> {
-    let column_list = OUTCOME_COLUMNS
+    insert_rows(store, "outcomes", &OUTCOME_COLUMNS, rows).await
+}
+
+/// Inserts encoded rows into `{db}.table` with a single INSERT (the one write path of
+/// every table the stages fill): plain RowBinary on 18.16, with a names-and-types header on
+/// newer servers so the server checks every column.
+pub async fn insert_rows(
+    store: &Store,
+    table: &str,
+    columns: &[(&str, &str)],
+    rows: Bytes,
+) -> Result<(), StoreError> {
+    let column_list = columns
         .iter()
         .map(|(name, _)| format!("`{name}`"))
         .collect::<Vec<_>>()
         .join(", ");
     let (format, body) = if store.version().is_modern() {
-        let mut body = names_and_types_header(&OUTCOME_COLUMNS);
+        let mut body = names_and_types_header(columns);
         body.extend_from_slice(&rows);
         ("RowBinaryWithNamesAndTypes", Bytes::from(body))
     } else {
         ("RowBinary", rows)
     };
     let statement = store.sql(&format!(
-        "INSERT INTO {{db}}.outcomes ({column_list}) FORMAT {format}"
+        "INSERT INTO {{db}}.{table} ({column_list}) FORMAT {format}"
     ));
     let mut insert = store.client().insert_formatted_with(statement.clone());
     store.bounded(&statement, insert.send(body)).await?;
@@ -150,13 +162,13 @@ pub struct StoredUnit {
     pub offset: u64,
 }
 
-/// Streams every accepted unit to `visit` (used to rebuild the dedup index at start-up).
+/// Streams every paid unit (the `ledger`) to `visit` (replay seeds its dedup index so).
 pub async fn for_each_stored_unit(
     store: &Store,
     mut visit: impl FnMut(StoredUnit),
 ) -> Result<u64, StoreError> {
     let statement = store.sql(
-        "SELECT program, unit_key, topic, `partition`, `offset` FROM {db}.outcomes WHERE reason = ''",
+        "SELECT program, unit_key, topic, `partition`, `offset` FROM {db}.unit_decisions WHERE reason = ''",
     );
     let mut cursor = store
         .client()

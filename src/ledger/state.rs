@@ -1,0 +1,350 @@
+//! The ledger stage's dedup state on disk: per owned partition of the units topic, every
+//! paid unit key and the source that paid it, in an embedded LSM store (fjall).
+//!
+//! Why fjall: pure Rust (a clean build adds ~1 min on 2 cores, RocksDB's C++ ~10), an LSM
+//! with bloom filters so the common case — a key never seen — is answered without a disk
+//! read, batched atomic writes across partitions, a journal that survives `kill -9`, and
+//! bounded memory (block cache and write buffers are settings). Keys are 16-byte hashes
+//! ([`crate::route::key_hash`]), values 16-byte packed sources.
+//!
+//! ## Consistent with ClickHouse
+//! ClickHouse's `unit_decisions` is the truth; the store is a cache of its `reason = ''`
+//! rows, written only *after* they are durable there ([`LedgerState::commit`]). Decisions
+//! not yet durable live in an in-memory overlay bounded by the batches in flight. So the
+//! store never holds a unit ClickHouse lacks; it may lag (a crash between the insert and
+//! the store write, a partition that another instance advanced meanwhile). On assignment,
+//! [`LedgerState::reconcile`] compares the store's mark with ClickHouse's and reads only
+//! the rows after the mark; a store from another life (its last row is not ClickHouse's)
+//! or a lost one is rebuilt for that partition alone.
+
+use crate::dedup::Seen;
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Block cache of the whole store, bytes.
+const CACHE_BYTES: u64 = 32 << 20;
+/// Memtables of all partitions together, bytes.
+const WRITE_BUFFER_BYTES: u64 = 64 << 20;
+/// One partition's memtable, bytes.
+const MEMTABLE_BYTES: u32 = 8 << 20;
+/// Journal size after which memtables are flushed, bytes.
+const JOURNAL_BYTES_MAX: u64 = 256 << 20;
+
+/// What went wrong with the state directory, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("ledger state in {dir}: {source}; check the disk, or delete the directory to rebuild it from ClickHouse")]
+    Store { dir: PathBuf, source: fjall::Error },
+    #[error("ledger state in {dir}: cannot create the directory: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A source packed as stored: interned topic id, partition, offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedSource {
+    pub topic_id: u32,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl PackedSource {
+    fn to_bytes(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..4].copy_from_slice(&self.topic_id.to_le_bytes());
+        out[4..8].copy_from_slice(&self.partition.to_le_bytes());
+        out[8..].copy_from_slice(&self.offset.to_le_bytes());
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<PackedSource> {
+        (bytes.len() == 16).then(|| PackedSource {
+            topic_id: u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")),
+            partition: u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")),
+            offset: u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// Where a partition's store stands: the units-topic offset after its last durable row,
+/// and that row's source (to tell a store of this database from one of another life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub next_offset: u64,
+    pub last_source: PackedSource,
+}
+
+impl Mark {
+    fn to_bytes(self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.next_offset.to_le_bytes());
+        out[8..].copy_from_slice(&self.last_source.to_bytes());
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Mark> {
+        (bytes.len() == 24).then(|| Mark {
+            next_offset: u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+            last_source: PackedSource::from_bytes(&bytes[8..])?,
+        })
+    }
+}
+
+/// One unit decided new and not yet durable in the store.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingUnit {
+    pub partition: i32,
+    pub key: u128,
+    pub source: PackedSource,
+}
+
+/// The dedup state of the partitions this instance owns.
+pub struct LedgerState {
+    dir: PathBuf,
+    keyspace: Keyspace,
+    meta: PartitionHandle,
+    partitions: HashMap<i32, PartitionHandle>,
+    topics: Vec<String>,
+    /// Decided new, not yet durable in ClickHouse and the store.
+    pending: HashMap<u128, PackedSource>,
+}
+
+impl LedgerState {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<LedgerState, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let err = |source| StateError::Store {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let keyspace = Config::new(dir)
+            .cache_size(CACHE_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_journaling_size(JOURNAL_BYTES_MAX)
+            .open()
+            .map_err(err)?;
+        let meta = keyspace
+            .open_partition("meta", PartitionCreateOptions::default())
+            .map_err(err)?;
+        let mut topics = Vec::new();
+        for pair in meta.prefix(b"topic/") {
+            let (key, value) = pair.map_err(err)?;
+            let id: usize = std::str::from_utf8(&key[b"topic/".len()..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(usize::MAX);
+            if id != usize::MAX {
+                if topics.len() <= id {
+                    topics.resize(id + 1, String::new());
+                }
+                topics[id] = String::from_utf8_lossy(&value).into_owned();
+            }
+        }
+        Ok(LedgerState {
+            dir: dir.to_path_buf(),
+            keyspace,
+            meta,
+            partitions: HashMap::new(),
+            topics,
+            pending: HashMap::new(),
+        })
+    }
+
+    fn err(&self) -> impl Fn(fjall::Error) -> StateError + '_ {
+        |source| StateError::Store {
+            dir: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn partition(&mut self, partition: i32) -> Result<PartitionHandle, StateError> {
+        if let Some(handle) = self.partitions.get(&partition) {
+            return Ok(handle.clone());
+        }
+        let options = PartitionCreateOptions::default()
+            .max_memtable_size(MEMTABLE_BYTES)
+            .bloom_filter_bits(Some(10));
+        let handle = self
+            .keyspace
+            .open_partition(&format!("units-{partition}"), options)
+            .map_err(self.err())?;
+        self.partitions.insert(partition, handle.clone());
+        Ok(handle)
+    }
+
+    /// The interned id of a topic name, persisting a new one.
+    pub fn topic_id(&mut self, topic: &str) -> Result<u32, StateError> {
+        if let Some(id) = self.topics.iter().position(|t| t == topic) {
+            return Ok(id as u32);
+        }
+        let id = self.topics.len();
+        self.meta
+            .insert(format!("topic/{id}"), topic.as_bytes())
+            .map_err(self.err())?;
+        self.topics.push(topic.to_string());
+        Ok(id as u32)
+    }
+
+    /// The topic name of an interned id.
+    pub fn topic_name(&self, id: u32) -> &str {
+        self.topics.get(id as usize).map_or("?", String::as_str)
+    }
+
+    /// Where the store of `partition` stands, if it holds anything.
+    pub fn mark(&self, partition: i32) -> Result<Option<Mark>, StateError> {
+        let value = self
+            .meta
+            .get(format!("mark/{partition}"))
+            .map_err(self.err())?;
+        Ok(value.and_then(|v| Mark::from_bytes(&v)))
+    }
+
+    /// Units stored for `partition` (an estimate, for logs: cheap).
+    pub fn approximate_units(&mut self, partition: i32) -> Result<usize, StateError> {
+        Ok(self.partition(partition)?.approximate_len())
+    }
+
+    /// Decides whether `source` pays `key` in `partition`, recording it as pending if so.
+    pub fn check_and_record(
+        &mut self,
+        partition: i32,
+        key: u128,
+        source: PackedSource,
+    ) -> Result<Seen, StateError> {
+        let existing = match self.pending.get(&key) {
+            Some(pending) => Some(*pending),
+            None => {
+                let handle = self.partition(partition)?;
+                let value = handle.get(key.to_be_bytes()).map_err(self.err())?;
+                value.and_then(|v| PackedSource::from_bytes(&v))
+            }
+        };
+        Ok(match existing {
+            None => {
+                self.pending.insert(key, source);
+                Seen::New
+            }
+            Some(existing) if existing == source => Seen::SameMessage,
+            Some(existing) => Seen::DuplicateOf(format!(
+                "{}/{}/{}",
+                self.topic_name(existing.topic_id),
+                existing.partition,
+                existing.offset
+            )),
+        })
+    }
+
+    /// Forgets a pending decision whose row ClickHouse refused (it paid nothing).
+    pub fn forget_pending(&mut self, key: u128) {
+        self.pending.remove(&key);
+    }
+
+    /// Makes a durable batch's new units and marks durable in the store, in one atomic
+    /// write, and drops them from the overlay. Call only after ClickHouse holds the rows.
+    pub fn commit(&mut self, units: &[PendingUnit], marks: &[(i32, Mark)]) -> Result<(), StateError> {
+        let mut batch = self.keyspace.batch();
+        for unit in units {
+            let handle = self.partition(unit.partition)?;
+            batch.insert(&handle, unit.key.to_be_bytes(), unit.source.to_bytes());
+        }
+        for (partition, mark) in marks {
+            batch.insert(&self.meta, format!("mark/{partition}"), mark.to_bytes());
+        }
+        batch.commit().map_err(self.err())?;
+        for unit in units {
+            self.pending.remove(&unit.key);
+        }
+        Ok(())
+    }
+
+    /// Empties the store of one partition (it belongs to another life of the database).
+    pub fn wipe(&mut self, partition: i32) -> Result<(), StateError> {
+        let handle = self.partition(partition)?;
+        self.partitions.remove(&partition);
+        self.keyspace.delete_partition(handle).map_err(self.err())?;
+        self.meta
+            .remove(format!("mark/{partition}"))
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Drops the overlay of a partition that moved away (its batches were drained first,
+    /// so nothing of it is pending unless ClickHouse refused; it is re-decided by its owner).
+    pub fn release(&mut self, partition: i32, units_partitions: u32) {
+        self.pending.retain(|key, _| {
+            crate::route::owner_partition(*key, units_partitions) != partition
+        });
+        self.partitions.remove(&partition);
+    }
+
+    /// Units decided and not yet durable.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.keyspace.disk_space()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(offset: u64) -> PackedSource {
+        PackedSource {
+            topic_id: 0,
+            partition: 1,
+            offset,
+        }
+    }
+
+    #[test]
+    fn decisions_survive_a_reopen_only_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut state = LedgerState::open(dir.path()).unwrap();
+            assert_eq!(state.topic_id("raw").unwrap(), 0);
+            assert_eq!(state.check_and_record(3, 7, source(5)).unwrap(), Seen::New);
+            assert_eq!(state.check_and_record(3, 8, source(6)).unwrap(), Seen::New);
+            assert_eq!(
+                state.check_and_record(3, 7, source(5)).unwrap(),
+                Seen::SameMessage
+            );
+            assert_eq!(
+                state.check_and_record(3, 7, source(9)).unwrap(),
+                Seen::DuplicateOf("raw/1/5".into())
+            );
+            let mark = Mark {
+                next_offset: 1,
+                last_source: source(5),
+            };
+            let unit = PendingUnit {
+                partition: 3,
+                key: 7,
+                source: source(5),
+            };
+            state.commit(&[unit], &[(3, mark)]).unwrap();
+        }
+        let mut state = LedgerState::open(dir.path()).unwrap();
+        assert_eq!(state.topic_name(0), "raw");
+        assert_eq!(state.mark(3).unwrap().unwrap().next_offset, 1);
+        assert_eq!(
+            state.check_and_record(3, 7, source(9)).unwrap(),
+            Seen::DuplicateOf("raw/1/5".into())
+        );
+        // Key 8 was only pending: gone, as ClickHouse never got it either.
+        assert_eq!(state.check_and_record(3, 8, source(6)).unwrap(), Seen::New);
+        state.wipe(3).unwrap();
+        assert_eq!(state.mark(3).unwrap(), None);
+        state.forget_pending(8);
+        assert_eq!(state.check_and_record(3, 7, source(9)).unwrap(), Seen::New);
+    }
+}

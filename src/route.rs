@@ -1,0 +1,238 @@
+//! Routing: every valid unit goes to the one owner of its unit key.
+//!
+//! The admit stage (decode and rules, SPEC §5 steps 1–6) sends each valid unit as a
+//! [`UnitRecord`] to the internal units topic, to the partition [`owner_partition`] picks
+//! from the unit key alone, whatever topic, partition or key the producer used. The ledger
+//! stage owns those partitions, so each unit key is decided (new or `duplicate`, step 7) by
+//! exactly one owner — the shape of Kafka Streams' repartition topic or Flink's `keyBy`.
+//!
+//! A record carries its source coordinates, so a record routed twice (the admit stage
+//! crashed after routing but before its checkpoint) is recognised by the owner as the same
+//! message, not as a duplicate.
+//!
+//! The encoding is a compact binary one of our own (version byte first): records never
+//! leave the deployment, are read on the hot path, and are decoded without copying.
+
+use crate::domain::Program;
+
+/// Version byte of the record encoding; a reader refuses any other.
+pub const RECORD_VERSION: u8 = 1;
+
+/// Flag bit: the fault-injection poison hook marked the source message (tests only; see
+/// [`crate::crash::is_poison`]).
+pub const FLAG_POISON: u8 = 0b0000_0001;
+
+/// Default number of partitions of the units topic: the most ledger instances that can
+/// share the work (4 instances hold 3 partitions each).
+pub const UNITS_PARTITIONS_DEFAULT: u32 = 12;
+
+/// The units topic of a database when none is configured: `{database}.units`.
+pub fn default_units_topic(database: &str) -> String {
+    format!("{database}.units")
+}
+
+/// The 128-bit hash a unit key is owned and indexed under: xxh3 of `program \x1f unit_key`.
+/// A collision chance around 10⁻²¹ even at a billion units.
+pub fn key_hash(program: Program, unit_key: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(program.as_str().as_bytes());
+    hasher.update(&[0x1f]);
+    hasher.update(unit_key.as_bytes());
+    hasher.digest128()
+}
+
+/// The units-topic partition that owns a key. Depends on the key and the partition count
+/// only, so the count is fixed for a deployment's life (README: growing past one machine).
+pub fn owner_partition(key_hash: u128, partitions: u32) -> i32 {
+    assert!(partitions > 0, "the units topic has at least one partition");
+    ((key_hash >> 64) as u64 % u64::from(partitions)) as i32
+}
+
+/// One valid unit on its way to its owner, borrowed (encoding) or borrowed from the
+/// Kafka message it was read from (decoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnitRecord<'a> {
+    pub source_topic: &'a str,
+    pub source_partition: u32,
+    pub source_offset: u64,
+    /// When the admit stage consumed the source message, Unix seconds.
+    pub received_at_unix_s: u32,
+    pub program: Option<Program>,
+    pub event_id: &'a str,
+    pub unit_key: &'a str,
+    pub recipient_id: &'a str,
+    pub district_code: &'a str,
+    pub occurred_at_unix_s: u32,
+    /// Asia/Shanghai local date, days since 1970-01-01.
+    pub local_date_days: u16,
+    /// Nominal amount, fen (caps are applied over the monthly aggregates, not here).
+    pub amount_fen: i64,
+    /// [`FLAG_POISON`] or 0.
+    pub flags: u8,
+}
+
+/// Why a record could not be read. Records are written only by this program, so this
+/// means another writer or another version shares the topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("unit record version {0} (this build reads {RECORD_VERSION}): another build or writer uses the units topic")]
+    Version(u8),
+    #[error("unit record cut short or malformed ({0})")]
+    Malformed(&'static str),
+}
+
+impl<'a> UnitRecord<'a> {
+    /// The program; every record carries one.
+    pub fn program(&self) -> Program {
+        self.program.expect("a unit record always has a program")
+    }
+
+    /// Appends the encoded record to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let program = Program::ALL
+            .iter()
+            .position(|p| Some(*p) == self.program)
+            .expect("a unit record always has a program") as u8;
+        out.push(RECORD_VERSION);
+        out.push(self.flags);
+        out.push(program);
+        out.extend_from_slice(&self.source_partition.to_le_bytes());
+        out.extend_from_slice(&self.source_offset.to_le_bytes());
+        out.extend_from_slice(&self.received_at_unix_s.to_le_bytes());
+        out.extend_from_slice(&self.occurred_at_unix_s.to_le_bytes());
+        out.extend_from_slice(&self.local_date_days.to_le_bytes());
+        out.extend_from_slice(&self.amount_fen.to_le_bytes());
+        for text in [
+            self.source_topic,
+            self.event_id,
+            self.unit_key,
+            self.recipient_id,
+            self.district_code,
+        ] {
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+
+    /// Reads a record, borrowing its text from `bytes`.
+    pub fn decode(bytes: &'a [u8]) -> Result<UnitRecord<'a>, RecordError> {
+        let mut reader = Reader { bytes };
+        let version = reader.u8()?;
+        if version != RECORD_VERSION {
+            return Err(RecordError::Version(version));
+        }
+        let flags = reader.u8()?;
+        let program = *Program::ALL
+            .get(reader.u8()? as usize)
+            .ok_or(RecordError::Malformed("program"))?;
+        let source_partition = u32::from_le_bytes(reader.array()?);
+        let source_offset = u64::from_le_bytes(reader.array()?);
+        let received_at_unix_s = u32::from_le_bytes(reader.array()?);
+        let occurred_at_unix_s = u32::from_le_bytes(reader.array()?);
+        let local_date_days = u16::from_le_bytes(reader.array()?);
+        let amount_fen = i64::from_le_bytes(reader.array()?);
+        let record = UnitRecord {
+            source_topic: reader.text()?,
+            source_partition,
+            source_offset,
+            received_at_unix_s,
+            program: Some(program),
+            event_id: reader.text()?,
+            unit_key: reader.text()?,
+            recipient_id: reader.text()?,
+            district_code: reader.text()?,
+            occurred_at_unix_s,
+            local_date_days,
+            amount_fen,
+            flags,
+        };
+        if !reader.bytes.is_empty() {
+            return Err(RecordError::Malformed("trailing bytes"));
+        }
+        Ok(record)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        if self.bytes.len() < n {
+            return Err(RecordError::Malformed("cut short"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, RecordError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    fn text(&mut self) -> Result<&'a str, RecordError> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        std::str::from_utf8(self.take(len)?).map_err(|_| RecordError::Malformed("text not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> UnitRecord<'static> {
+        UnitRecord {
+            source_topic: "subsidy.import.parcels",
+            source_partition: 3,
+            source_offset: 1 << 40,
+            received_at_unix_s: 1_700_000_000,
+            program: Some(Program::ImportParcel),
+            event_id: "e-1",
+            unit_key: "SF0001",
+            recipient_id: "sf-express",
+            district_code: "330109",
+            occurred_at_unix_s: 1_699_999_000,
+            local_date_days: 19_675,
+            amount_fen: 100,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut bytes = Vec::new();
+        record().encode(&mut bytes);
+        assert_eq!(UnitRecord::decode(&bytes), Ok(record()));
+    }
+
+    #[test]
+    fn other_versions_and_cut_records_are_refused() {
+        let mut bytes = Vec::new();
+        record().encode(&mut bytes);
+        assert_eq!(
+            UnitRecord::decode(&bytes[..bytes.len() - 1]),
+            Err(RecordError::Malformed("cut short"))
+        );
+        bytes[0] = 9;
+        assert_eq!(UnitRecord::decode(&bytes), Err(RecordError::Version(9)));
+        assert!(UnitRecord::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn the_owner_depends_on_the_key_only_and_spreads_keys() {
+        let mut counts = [0u32; 12];
+        for n in 0..12_000 {
+            let key = key_hash(Program::RuralDelivery, &format!("YT{n:08}"));
+            counts[owner_partition(key, 12) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1_200).contains(&c)), "{counts:?}");
+        let a = key_hash(Program::ImportParcel, "W1");
+        assert_eq!(owner_partition(a, 12), owner_partition(a, 12));
+        assert_ne!(a, key_hash(Program::RuralDelivery, "W1"));
+    }
+}

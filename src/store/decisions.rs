@@ -1,0 +1,200 @@
+//! The `unit_decisions` table: the ledger stage's decision for every unit record it owns —
+//! a unit (`reason = ''`), a `duplicate`, or `storage_refused` — with the record's
+//! coordinates in the units topic (the ledger stage's checkpoint, like `outcomes` is the
+//! admit stage's) and its source message's.
+//!
+//! A materialized view adds every unit to the `monthly_nominal` aggregates in the same
+//! INSERT, so the analyst views never re-read the ledger.
+
+use super::client::{Store, StoreError};
+use super::outcomes::{escape_literal, insert_rows};
+use super::rowbinary::RowBinaryWriter;
+use bytes::Bytes;
+
+/// Columns of `unit_decisions`, in table order, with their ClickHouse types.
+pub const DECISION_COLUMNS: [(&str, &str); 17] = [
+    ("ledger_partition", "UInt32"),
+    ("ledger_offset", "UInt64"),
+    ("topic", "String"),
+    ("partition", "UInt32"),
+    ("offset", "UInt64"),
+    ("received_at", "DateTime"),
+    ("decided_at", "DateTime"),
+    ("event_id", "String"),
+    ("reason", "String"),
+    ("detail", "String"),
+    ("program", "String"),
+    ("unit_key", "String"),
+    ("recipient_id", "String"),
+    ("district_code", "String"),
+    ("occurred_at", "DateTime"),
+    ("local_date", "Date"),
+    ("amount_fen", "Int64"),
+];
+
+/// One decision, borrowed from its unit record while it is encoded.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionRow<'a> {
+    pub ledger_partition: u32,
+    pub ledger_offset: u64,
+    pub record: crate::route::UnitRecord<'a>,
+    pub decided_at_unix_s: u32,
+    /// `""` for a unit, else the reason code.
+    pub reason: &'a str,
+    pub detail: &'a str,
+}
+
+impl DecisionRow<'_> {
+    /// Appends this row in `DECISION_COLUMNS` order. A unit keeps its amount; a rejection
+    /// pays nothing.
+    pub fn encode(&self, out: &mut RowBinaryWriter) {
+        let r = &self.record;
+        out.put_u32(self.ledger_partition);
+        out.put_u64(self.ledger_offset);
+        out.put_str(r.source_topic);
+        out.put_u32(r.source_partition);
+        out.put_u64(r.source_offset);
+        out.put_u32(r.received_at_unix_s);
+        out.put_u32(self.decided_at_unix_s);
+        out.put_str(r.event_id);
+        out.put_str(self.reason);
+        out.put_str(self.detail);
+        out.put_str(r.program.map_or("", |p| p.as_str()));
+        out.put_str(r.unit_key);
+        out.put_str(r.recipient_id);
+        out.put_str(r.district_code);
+        out.put_u32(r.occurred_at_unix_s);
+        out.put_u16(r.local_date_days);
+        out.put_i64(if self.reason.is_empty() { r.amount_fen } else { 0 });
+    }
+}
+
+/// Inserts one batch of encoded decision rows with a single INSERT (rows of a partition in
+/// offset order, so a partial insert leaves a prefix, as for `outcomes`).
+pub async fn insert_decisions(store: &Store, rows: Bytes) -> Result<(), StoreError> {
+    insert_rows(store, "unit_decisions", &DECISION_COLUMNS, rows).await
+}
+
+/// The last decision stored for a units-topic partition: its offset and source.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct LastDecision {
+    pub rows: u64,
+    pub ledger_offset: u64,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// The last stored decision of a units-topic partition, or `None` when it has none.
+pub async fn last_decision(
+    store: &Store,
+    ledger_partition: u32,
+) -> Result<Option<LastDecision>, StoreError> {
+    // argMax over the partition's rows: the primary key (ledger_partition, ledger_offset)
+    // narrows the read to this partition's granules.
+    let statement = store.sql(&format!(
+        "SELECT count() AS rows, max(ledger_offset) AS ledger_offset, \
+                argMax(topic, ledger_offset) AS topic, argMax(`partition`, ledger_offset) AS `partition`, \
+                argMax(`offset`, ledger_offset) AS `offset` \
+         FROM {{db}}.unit_decisions WHERE ledger_partition = {ledger_partition}"
+    ));
+    let last: LastDecision = store.fetch_one(&statement).await?;
+    Ok((last.rows > 0).then_some(last))
+}
+
+/// One stored unit of a units-topic partition, for restoring the ledger state.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+pub struct StoredDecision {
+    pub ledger_offset: u64,
+    pub program: String,
+    pub unit_key: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Streams the units (`reason = ''`) of a units-topic partition from `from_offset` on.
+pub async fn for_each_unit_since(
+    store: &Store,
+    ledger_partition: u32,
+    from_offset: u64,
+    mut visit: impl FnMut(StoredDecision),
+) -> Result<u64, StoreError> {
+    let statement = store.sql(&format!(
+        "SELECT ledger_offset AS ledger_offset, program AS program, unit_key AS unit_key, \
+                topic AS topic, `partition` AS `partition`, `offset` AS `offset` \
+         FROM {{db}}.unit_decisions \
+         WHERE ledger_partition = {ledger_partition} AND ledger_offset >= {from_offset} AND reason = ''"
+    ));
+    let mut cursor = store
+        .client()
+        .query(&statement)
+        .fetch::<StoredDecision>()
+        .map_err(|e| store.classify(&statement, e))?;
+    let mut count = 0u64;
+    while let Some(row) = store.bounded(&statement, cursor.next()).await? {
+        visit(row);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Rows of `unit_decisions` already stored for the given partitions at or after the given
+/// offsets: how much of a batch landed before an insert that failed ambiguously.
+pub async fn stored_offsets(
+    store: &Store,
+    table: &str,
+    partition_column: &str,
+    offset_column: &str,
+    topic: Option<&str>,
+    partition: u32,
+    from_offset: u64,
+) -> Result<Option<u64>, StoreError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Max {
+        rows: u64,
+        max_offset: u64,
+    }
+    let topic_filter = topic
+        .map(|t| format!("topic = '{}' AND ", escape_literal(t)))
+        .unwrap_or_default();
+    let statement = store.sql(&format!(
+        "SELECT count() AS rows, max(`{offset_column}`) AS max_offset FROM {{db}}.{table} \
+         WHERE {topic_filter}`{partition_column}` = {partition} AND `{offset_column}` >= {from_offset}"
+    ));
+    let max: Max = store.fetch_one(&statement).await?;
+    Ok((max.rows > 0).then_some(max.max_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_match_the_migration() {
+        let tables = crate::store::migrate::MIGRATIONS
+            .iter()
+            .find(|m| m.name == "0003_ledger.sql")
+            .unwrap()
+            .template;
+        let start = tables
+            .find("CREATE TABLE IF NOT EXISTS {db}.unit_decisions")
+            .unwrap();
+        let body = &tables[start..];
+        let body = &body[body.find('(').unwrap() + 1..body.find("ENGINE").unwrap()];
+        let declared: Vec<(String, String)> = body
+            .lines()
+            .map(|l| l.trim().trim_end_matches(','))
+            .filter(|l| !l.is_empty() && *l != ")" && !l.starts_with("--"))
+            .map(|l| {
+                let (name, ty) = l.split_once(' ').unwrap();
+                (name.trim_matches('`').to_string(), ty.to_string())
+            })
+            .collect();
+        let ours: Vec<(String, String)> = DECISION_COLUMNS
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(declared, ours);
+    }
+}
