@@ -446,6 +446,21 @@ pub struct RunArgs {
     /// Exit 0 once every assigned partition is consumed to its end (demos, tests, backfills).
     #[arg(long, env = "SUBSIDY_UNTIL_CAUGHT_UP")]
     pub until_caught_up: bool,
+    /// Internal topic that routes each valid unit to the owner of its key (created with
+    /// `--units-partitions` if missing); default `{database}.units`.
+    #[arg(long, env = "SUBSIDY_UNITS_TOPIC")]
+    pub units_topic: Option<String>,
+    /// Partitions of the units topic: the most instances that can share the ledger work.
+    /// Fixed for a deployment's life (a key's owner depends on it).
+    #[arg(long, env = "SUBSIDY_UNITS_PARTITIONS", default_value_t = crate::route::UNITS_PARTITIONS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub units_partitions: u32,
+    /// Directory of the ledger stage's on-disk state; one subdirectory per database.
+    #[arg(long, env = "SUBSIDY_STATE_DIR", default_value = "state")]
+    pub state_dir: std::path::PathBuf,
+    /// Give up (exit non-zero, for the supervisor to restart) after retrying ClickHouse or
+    /// the units topic this long, milliseconds.
+    #[arg(long, env = "SUBSIDY_RETRY_GIVE_UP_AFTER_MS", default_value_t = 1_800_000)]
+    pub retry_give_up_after_ms: u64,
 }
 
 impl RunArgs {
@@ -463,7 +478,14 @@ impl RunArgs {
             },
             batches_in_flight_max: self.batches_in_flight_max,
             retry_backoff_max: Duration::from_millis(self.retry_backoff_max_ms),
+            retry_give_up_after: Duration::from_millis(self.retry_give_up_after_ms),
             until_caught_up: self.until_caught_up,
+            units_topic: self
+                .units_topic
+                .clone()
+                .unwrap_or_else(|| crate::route::default_units_topic(&clickhouse.clickhouse_database)),
+            units_partitions: self.units_partitions,
+            state_dir: self.state_dir.join(&clickhouse.clickhouse_database),
         }
     }
 }

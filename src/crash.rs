@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Every crash point: name and the window it opens.
-pub const CRASH_POINTS: [(&str, &str); 10] = [
+pub const CRASH_POINTS: [(&str, &str); 14] = [
     (
         "after_index_rebuild",
         "the dedup index is rebuilt, nothing consumed yet",
@@ -33,6 +33,22 @@ pub const CRASH_POINTS: [(&str, &str); 10] = [
     (
         "after_dead_letters",
         "dead letters acknowledged by Kafka, rows not inserted",
+    ),
+    (
+        "after_route",
+        "unit records acknowledged by the units topic, the raw checkpoint not written",
+    ),
+    (
+        "ledger_mid_batch",
+        "a unit record was decided into a ledger batch that is not shipped",
+    ),
+    (
+        "ledger_after_insert",
+        "decision rows and their aggregates durable in ClickHouse, the ledger state not written",
+    ),
+    (
+        "ledger_after_state",
+        "ledger state written, the advisory commit of the units topic not issued",
     ),
     (
         "mid_insert",

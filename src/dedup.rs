@@ -83,11 +83,7 @@ impl UnitIndex {
 
     /// The 128-bit hash a unit key is indexed under.
     pub fn key_hash(program: Program, unit_key: &str) -> u128 {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(program.as_str().as_bytes());
-        hasher.update(&[0x1f]);
-        hasher.update(unit_key.as_bytes());
-        hasher.digest128()
+        crate::route::key_hash(program, unit_key)
     }
 
     /// Decides whether `source` pays the unit, recording it if it does.

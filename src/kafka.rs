@@ -155,6 +155,25 @@ impl KafkaConfig {
             })
     }
 
+    /// The units producer of the admit stage: acknowledged by all replicas (a unit counts as
+    /// routed only then), batched, with room to queue a whole batch of units, and a
+    /// delivery timeout after which the flusher resends.
+    pub fn units_producer(&self) -> Result<FutureProducer, KafkaSetupError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "2000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                client: "units producer",
+                source,
+            })
+    }
+
     /// The dead-letter producer: acknowledged by all replicas, with a deliberate message
     /// size limit and a delivery timeout short enough that a failing letter is reported
     /// (and retried or given up) instead of holding its batch for minutes.

@@ -10,7 +10,10 @@
 //! - [`decode`]: bytes → typed [`domain::Event`] or a schema rejection (SPEC §3, §5 steps 1–4).
 //! - [`refdata`]: firms, outlets and zones: CSV parsing with file/line/field errors.
 //! - [`rules`]: pure eligibility rules: event + reference data → unit or rejection (§5 steps 5–6).
-//! - [`dedup`]: the index of paid unit keys that turns repeats into `duplicate`.
+//! - [`route`]: unit records and the owner partition of each unit key (admit → ledger).
+//! - [`ledger`]: the ledger stage: one owner per unit key decides new vs `duplicate`, with
+//!   its dedup state on disk.
+//! - [`dedup`]: the in-memory index of paid unit keys (`replay`).
 //! - [`ingest`]: `run`: the poll loop, bounded batches, the flusher (dead letters, ClickHouse,
 //!   advisory commits) and the consumer context that seeks from ClickHouse.
 //! - [`store`]: ClickHouse: connection and retry classification, migrations, the `outcomes`
@@ -35,10 +38,12 @@ pub mod domain;
 pub mod feed;
 pub mod ingest;
 pub mod kafka;
+pub mod ledger;
 pub mod policy;
 pub mod refdata;
 pub mod replay;
 pub mod report;
+pub mod route;
 pub mod rules;
 pub mod sample;
 pub mod store;

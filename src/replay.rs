@@ -57,6 +57,9 @@
 //! streams, so memory stays bounded by the number of money cells, not of messages.
 
 use crate::dedup::{SourceRef, UnitIndex};
+use crate::ledger::decide::{decide, Decision};
+use crate::store::decisions::{insert_decisions, DecisionRow};
+use crate::store::rowbinary::RowBinaryWriter;
 use crate::domain::{Program, Reason};
 use crate::ingest::batch::{Batch, BatchLimits};
 use crate::ingest::process::{Consumed, Processor};
@@ -375,7 +378,8 @@ async fn replay_into(
         outlets = refdata.outlets.len(),
         zones = refdata.zones.len()
     );
-    let processor = Processor::new(refdata, index);
+    let processor = Processor::new(refdata, crate::route::UNITS_PARTITIONS_DEFAULT);
+    let ledger = ReplayLedger::new(index);
     let handle = tokio::runtime::Handle::current();
     let loop_scratch = scratch.clone();
     let topic = settings.topic.clone();
@@ -386,6 +390,7 @@ async fn replay_into(
             &topic,
             &loop_ranges,
             processor,
+            ledger,
             range_units,
             &loop_scratch,
             &handle,
@@ -968,6 +973,7 @@ fn consume(
     topic: &str,
     ranges: &[PartitionRange],
     processor: Processor,
+    mut ledger: ReplayLedger,
     range_units: RangeUnits,
     scratch: &Store,
     handle: &tokio::runtime::Handle,
@@ -1051,7 +1057,7 @@ fn consume(
             }
         }
         if replayer.batch.is_full(&limits) {
-            insert(&mut replayer.batch, scratch, handle)?;
+            insert(&mut replayer.batch, &mut ledger, scratch, handle)?;
             last_progress = Instant::now();
         }
         if pending > 0 && last_progress.elapsed() > STALL_TIMEOUT {
@@ -1068,7 +1074,7 @@ fn consume(
         }
     }
     replayer.release_all();
-    insert(&mut replayer.batch, scratch, handle)?;
+    insert(&mut replayer.batch, &mut ledger, scratch, handle)?;
     let _ = consumer.unassign();
     Ok(replayer
         .cursors
@@ -1077,9 +1083,69 @@ fn consume(
         .collect())
 }
 
-/// Inserts the batch's rows into the scratch `outcomes` (its dead letters are dropped).
+/// The ledger stage of a replay, in-process: the same decision as `run`'s owners make
+/// ([`crate::ledger::decide`]), over an in-memory index seeded from live, in the order the
+/// admit stage routed the units.
+struct ReplayLedger {
+    index: UnitIndex,
+    /// Next scratch units-topic offset per owner partition.
+    next_offsets: HashMap<i32, u64>,
+}
+
+impl ReplayLedger {
+    fn new(index: UnitIndex) -> ReplayLedger {
+        ReplayLedger {
+            index,
+            next_offsets: HashMap::new(),
+        }
+    }
+
+    /// Decides the batch's routed units into encoded `unit_decisions` rows.
+    fn decide_all(&mut self, batch: &Batch) -> Vec<u8> {
+        let mut rows = RowBinaryWriter::default();
+        for unit in batch.units() {
+            let record = crate::route::UnitRecord::decode(unit.record)
+                .expect("the admit stage's own encoding reads back");
+            let source = SourceRef {
+                topic: record.source_topic,
+                partition: record.source_partition,
+                offset: record.source_offset,
+            };
+            let seen = self
+                .index
+                .check_and_record(record.program(), record.unit_key, source);
+            let next = self.next_offsets.entry(unit.partition).or_insert(0);
+            let offset = *next;
+            *next += 1;
+            let mut row = DecisionRow {
+                ledger_partition: unit.partition as u32,
+                ledger_offset: offset,
+                record,
+                decided_at_unix_s: now_unix_s(),
+                reason: "",
+                detail: "",
+            };
+            let rejection;
+            match decide(&record, seen) {
+                Decision::Unit => {}
+                Decision::AlreadyDecided => continue,
+                Decision::Duplicate(r) => {
+                    rejection = r;
+                    row.reason = rejection.reason.as_str();
+                    row.detail = &rejection.detail;
+                }
+            }
+            row.encode(&mut rows);
+        }
+        rows.into_inner()
+    }
+}
+
+/// Inserts the batch's rows into the scratch `outcomes`, then its units' decisions into
+/// the scratch `unit_decisions` (dead letters are dropped).
 fn insert(
     batch: &mut Batch,
+    ledger: &mut ReplayLedger,
     scratch: &Store,
     handle: &tokio::runtime::Handle,
 ) -> Result<(), ReplayError> {
@@ -1087,8 +1153,12 @@ fn insert(
         return Ok(());
     }
     let mut full = std::mem::replace(batch, Batch::with_capacity(1 << 20));
+    let decisions = ledger.decide_all(&full);
     let rows = bytes::Bytes::from(full.take_rows());
     handle.block_on(insert_outcomes(scratch, rows))?;
+    if !decisions.is_empty() {
+        handle.block_on(insert_decisions(scratch, bytes::Bytes::from(decisions)))?;
+    }
     Ok(())
 }
 
@@ -1186,8 +1256,14 @@ fn source_outcomes_sql(topic: &str, ranges: &[PartitionRange]) -> String {
                     anyIf(district_code, reason = '') AS unit_district_code, \
                     anyIf(local_date, reason = '') AS unit_local_date, \
                     anyIf(amount_fen, reason = '') AS unit_amount_fen \
-             FROM {{db}}.outcomes \
-             WHERE topic = '{topic}' AND ({in_range}) \
+             FROM \
+             ( \
+                 SELECT `partition`, `offset`, event_id, reason, detail, program, unit_key, recipient_id, district_code, local_date, amount_fen \
+                 FROM {{db}}.outcomes WHERE topic = '{topic}' AND ({in_range}) AND reason != '' \
+                 UNION ALL \
+                 SELECT `partition`, `offset`, event_id, reason, detail, program, unit_key, recipient_id, district_code, local_date, amount_fen \
+                 FROM {{db}}.unit_decisions WHERE topic = '{topic}' AND ({in_range}) \
+             ) \
              GROUP BY `partition`, `offset` \
          ) AS sources \
          ANY LEFT JOIN \
@@ -1196,9 +1272,9 @@ fn source_outcomes_sql(topic: &str, ranges: &[PartitionRange]) -> String {
              FROM \
              ( \
                  SELECT program AS key_program, unit_key AS key_unit, min((topic, `partition`, `offset`)) AS winner \
-                 FROM {{db}}.outcomes \
+                 FROM {{db}}.unit_decisions \
                  WHERE reason = '' AND (program, unit_key) IN \
-                     (SELECT program, unit_key FROM {{db}}.outcomes WHERE reason = '' AND topic = '{topic}' AND ({in_range})) \
+                     (SELECT program, unit_key FROM {{db}}.unit_decisions WHERE reason = '' AND topic = '{topic}' AND ({in_range})) \
                  GROUP BY program, unit_key \
              ) \
          ) AS winners USING (key_program, key_unit) \

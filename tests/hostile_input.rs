@@ -327,6 +327,7 @@ async fn a_dead_letter_refused_for_good_is_counted_and_the_others_delivered() {
         reason: Reason::SchemaViolation,
         detail: "field \"waybill_no\": …".into(),
         payload: Some(vec![b'a'; payload_bytes]),
+        payload_at_source: false,
         received_at_unix_s: 1,
     };
     let letters = [letter(0, 10), letter(1, 100_000), letter(2, 10)];

@@ -40,6 +40,18 @@ pub struct Batch {
     row_sources: Vec<RowSource>,
     /// Topic names `row_sources` point into (a batch holds a handful).
     topics: Vec<String>,
+    /// Encoded unit records for the units topic, back to back; see `units`.
+    unit_bytes: Vec<u8>,
+    /// The routed units: owner partition, key hash, end of the record in `unit_bytes`.
+    units: Vec<(i32, u128, usize)>,
+}
+
+/// One routed unit of a batch: its owner partition, key hash and encoded record.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutedUnit<'a> {
+    pub partition: i32,
+    pub key: u128,
+    pub record: &'a [u8],
 }
 
 /// The source of one row of a batch and the outcome it records.
@@ -68,7 +80,34 @@ impl Batch {
             row_ends: Vec::new(),
             row_sources: Vec::new(),
             topics: Vec::new(),
+            unit_bytes: Vec::new(),
+            units: Vec::new(),
         }
+    }
+
+    /// Adds the unit record of the message just pushed, for its owner `partition`.
+    pub fn push_unit(&mut self, partition: i32, key: u128, record: &crate::route::UnitRecord<'_>) {
+        record.encode(&mut self.unit_bytes);
+        self.units.push((partition, key, self.unit_bytes.len()));
+    }
+
+    /// The routed units, in the order they were pushed.
+    pub fn units(&self) -> impl Iterator<Item = RoutedUnit<'_>> + '_ {
+        let mut start = 0;
+        self.units.iter().map(move |&(partition, key, end)| {
+            let record = &self.unit_bytes[start..end];
+            start = end;
+            RoutedUnit {
+                partition,
+                key,
+                record,
+            }
+        })
+    }
+
+    /// Number of routed units.
+    pub fn units_len(&self) -> usize {
+        self.units.len()
     }
 
     /// Adds one message's outcome row; rows of one partition must arrive in offset order.
@@ -114,7 +153,8 @@ impl Batch {
 
     /// Returns true if and only if a limit of rows or bytes is reached.
     pub fn is_full(&self, limits: &BatchLimits) -> bool {
-        self.row_count >= limits.rows_max || self.rows.len() >= limits.bytes_max
+        self.row_count >= limits.rows_max
+            || self.rows.len() + self.unit_bytes.len() >= limits.bytes_max
     }
 
     /// Returns true if and only if the batch holds rows older than `flush_interval`.

@@ -49,8 +49,12 @@ pub struct DeadLetter {
     pub offset: i64,
     pub reason: Reason,
     pub detail: String,
-    /// The message value; `None` for a Kafka tombstone (a message without a value).
+    /// The message value; `None` for a Kafka tombstone (a message without a value), or
+    /// when `payload_at_source`.
     pub payload: Option<Vec<u8>>,
+    /// The letter does not carry the payload: read it at the source coordinates (the
+    /// ledger stage's duplicates, decided from the unit record, not the message).
+    pub payload_at_source: bool,
     pub received_at_unix_s: u32,
 }
 
@@ -101,6 +105,10 @@ pub fn envelope(letter: &DeadLetter) -> Envelope {
     });
     let mut truncated = false;
     match &letter.payload {
+        None if letter.payload_at_source => {
+            value["payload_at_source"] = true.into();
+            value["payload"] = serde_json::Value::Null;
+        }
         None => {
             value["tombstone"] = true.into();
             value["payload"] = serde_json::Value::Null;
@@ -350,6 +358,7 @@ mod tests {
 
     fn letter(payload: Option<Vec<u8>>) -> DeadLetter {
         DeadLetter {
+            payload_at_source: false,
             topic: "t".repeat(249),
             partition: 2,
             offset: 41,

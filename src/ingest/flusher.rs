@@ -1,54 +1,105 @@
-//! Makes batches durable, one at a time and in order:
+//! Makes the admit stage's batches durable, one at a time and in order:
 //! 1. dead letters to Kafka, acknowledged or given up and counted (at-least-once: a crash
 //!    here re-sends them, keyed by their source coordinates so consumers can drop repeats;
 //!    see [`super::dead_letter`] for why no letter can stop the line);
-//! 2. the outcome rows to ClickHouse in one INSERT — from this moment the batch's offsets
-//!    count as processed;
-//! 3. an advisory Kafka commit, for lag monitoring only.
+//! 2. the batch's unit records to the units topic, each to its owner's partition, all
+//!    acknowledged (a crash after this re-routes them on restart; the owner recognises a
+//!    record by its source and decides it once);
+//! 3. the outcome rows to ClickHouse in one INSERT through the [`Sink`] — from this moment
+//!    the batch's offsets count as processed;
+//! 4. an advisory Kafka commit, for lag monitoring only.
 //!
-//! Transient failures are retried with exponential backoff capped at `retry_backoff_max`;
-//! memory stays bounded because the poll loop can hand over at most
+//! Memory stays bounded because the poll loop can hand over at most
 //! `batches_in_flight_max` batches and then waits.
 
-use super::batch::{Batch, RowSource};
+use super::batch::Batch;
 use super::context::IngestContext;
 use super::dead_letter::DeadLetterSender;
 use super::stats::Stats;
 use crate::domain::Reason;
-use crate::store::outcomes::{insert_outcomes, OutcomeRow};
+use crate::store::outcomes::{OutcomeRow, OUTCOME_COLUMNS};
 use crate::store::rowbinary::RowBinaryWriter;
-use crate::store::{Store, StoreError};
+use crate::store::sink::{Backoff, RowBatch, RowPosition, Sink, Table};
+use crate::store::StoreError;
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The `outcomes` table as the sink writes it.
+pub const OUTCOMES_TABLE: Table = Table {
+    name: "outcomes",
+    columns: &OUTCOME_COLUMNS,
+    partition_column: "partition",
+    offset_column: "offset",
+};
+
 /// Why the flusher stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
-    /// ClickHouse refused the batch for a reason retrying cannot fix.
+    /// ClickHouse refused the batch for a reason retrying cannot fix, or stayed away.
     #[error("ClickHouse refused a batch and retrying cannot help: {0}")]
     Store(#[from] StoreError),
+    /// The units topic refused records for good or stayed away past the retry deadline.
+    #[error("cannot route units to {topic}: {detail}; check the broker and that the topic exists with its partitions")]
+    Route { topic: String, detail: String },
 }
 
-/// Everything the flusher needs.
+/// Everything the admit flusher needs.
 pub struct Flusher {
-    pub store: Store,
+    pub sink: Sink,
     pub producer: FutureProducer,
     pub dlq_topic: String,
+    pub units_producer: FutureProducer,
+    pub units_topic: String,
     pub consumer: Arc<BaseConsumer<IngestContext>>,
     pub stats: Arc<Stats>,
     pub retry_backoff_max: Duration,
+    pub give_up_after: Duration,
+}
+
+impl RowBatch for Batch {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+
+    fn byte_range(&self, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        Batch::byte_range(self, rows)
+    }
+
+    fn position(&self, index: usize) -> RowPosition {
+        let (topic, source) = self.row_source(index);
+        RowPosition {
+            topic: Some(topic.to_string()),
+            partition: source.partition as u32,
+            offset: source.offset as u64,
+        }
+    }
+
+    fn refused_row(&self, index: usize, detail: &str) -> Vec<u8> {
+        let (topic, source) = self.row_source(index);
+        let replacement = OutcomeRow {
+            topic,
+            partition: source.partition as u32,
+            offset: source.offset as u64,
+            received_at_unix_s: source.received_at_unix_s,
+            reason: Reason::StorageRefused.as_str(),
+            detail,
+            ..OutcomeRow::default()
+        };
+        let mut encoded = RowBinaryWriter::default();
+        replacement.encode(&mut encoded);
+        encoded.into_inner()
+    }
 }
 
 impl Flusher {
     /// Makes one batch durable; returns only when it is, or on a permanent error.
     pub async fn flush(&self, mut batch: Batch) -> Result<(), FlushError> {
         crate::crash::reached("before_dead_letters");
-        let letters_started = std::time::Instant::now();
         let letters = DeadLetterSender {
             producer: &self.producer,
             topic: &self.dlq_topic,
@@ -57,114 +108,94 @@ impl Flusher {
         .send_all(batch.dead_letters())
         .await;
         self.stats.dead_letters_sent(&letters);
-        tracing::debug!(
-            message = "Dead letters done.",
-            sent = letters.sent,
-            truncated = letters.truncated,
-            failed = letters.failed,
-            elapsed_ms = letters_started.elapsed().as_millis() as u64
-        );
         crate::crash::reached("after_dead_letters");
+        self.route_units(&batch).await?;
+        crate::crash::reached("after_route");
         let rows = Bytes::from(batch.take_rows());
         let insert_started = std::time::Instant::now();
-        let refused = self.insert_isolating_refused_rows(&batch, rows).await?;
+        let written = self.sink.write(&batch, rows).await?;
+        self.stats
+            .insert_retries
+            .fetch_add(written.retries, Ordering::Relaxed);
         tracing::debug!(
             message = "Batch durable.",
             rows = batch.len(),
+            units = batch.units_len(),
             insert_ms = insert_started.elapsed().as_millis() as u64
         );
         crate::crash::reached("after_insert");
-        let mut accepted = batch.accepted();
+        let mut routed = batch.accepted();
         let mut rejected_by_reason = *batch.rejected_by_reason();
         // A refused row is stored as `storage_refused` instead of what the rules decided.
-        for row in &refused {
-            match row.rejection {
-                None => accepted -= 1,
+        for &index in &written.refused {
+            match batch.row_source(index).1.rejection {
+                None => routed -= 1,
                 Some(reason) => rejected_by_reason[reason as usize] -= 1,
             }
             rejected_by_reason[Reason::StorageRefused as usize] += 1;
         }
-        self.stats.batch_durable(accepted, &rejected_by_reason);
+        self.stats.admit_durable(routed, &rejected_by_reason);
         self.commit_advisory(&batch);
         crate::crash::reached("after_commit");
         Ok(())
     }
 
-    /// Inserts the batch's rows. Should ClickHouse refuse them for a reason retrying cannot
-    /// fix, the rows are split in halves, again and again, until the refused rows are
-    /// alone; each is then replaced by a `storage_refused` rejection carrying the server's
-    /// error, so one bad message never stalls its partition or blocks the good ones.
-    /// Halves go in order, left first, so each partition's offsets still ascend. Returns
-    /// the sources of the replaced rows.
-    async fn insert_isolating_refused_rows(
-        &self,
-        batch: &Batch,
-        rows: Bytes,
-    ) -> Result<Vec<RowSource>, StoreError> {
-        let mut refused = Vec::new();
-        // Ranges of rows still to insert, the next one on top.
-        let mut pending: Vec<std::ops::Range<usize>> = Vec::with_capacity(64);
-        pending.push(0..batch.len());
-        while let Some(range) = pending.pop() {
-            if range.is_empty() {
-                continue;
-            }
-            let bytes = rows.slice(batch.byte_range(range.clone()));
-            let error = match self.insert_with_retry(bytes).await {
-                Ok(()) => continue,
-                Err(error @ StoreError::Query { .. }) => error,
-                Err(other) => return Err(other),
-            };
-            if range.len() > 1 {
-                let middle = range.start + range.len() / 2;
-                pending.push(middle..range.end);
-                pending.push(range.start..middle);
-                continue;
-            }
-            let (topic, source) = batch.row_source(range.start);
-            tracing::error!(message = "ClickHouse refused a message's row; storing it as storage_refused.", topic, partition = source.partition, offset = source.offset, %error);
-            let detail = format!("ClickHouse refused the outcome row: {error}");
-            let replacement = OutcomeRow {
-                topic,
-                partition: source.partition as u32,
-                offset: source.offset as u64,
-                received_at_unix_s: source.received_at_unix_s,
-                reason: Reason::StorageRefused.as_str(),
-                detail: &detail,
-                ..OutcomeRow::default()
-            };
-            let mut encoded = RowBinaryWriter::default();
-            replacement.encode(&mut encoded);
-            self.insert_with_retry(Bytes::from(encoded.into_inner()))
-                .await?;
-            refused.push(source);
+    /// Sends every unit record to its owner partition and waits until all are
+    /// acknowledged; records that fail are sent again, with backoff, until the deadline.
+    async fn route_units(&self, batch: &Batch) -> Result<(), FlushError> {
+        if batch.units_len() == 0 {
+            return Ok(());
         }
-        Ok(refused)
-    }
-
-    async fn insert_with_retry(&self, rows: Bytes) -> Result<(), StoreError> {
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 1u32;
+        let mut pending: Vec<usize> = (0..batch.units_len()).collect();
+        let units: Vec<_> = batch.units().collect();
+        let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
         loop {
-            match insert_outcomes(&self.store, rows.clone()).await {
-                Ok(()) => {
-                    if attempt > 1 {
-                        tracing::info!(
-                            message = "ClickHouse insert succeeded after retries.",
-                            attempts = attempt
-                        );
+            let mut deliveries = Vec::with_capacity(pending.len());
+            for &index in &pending {
+                let unit = units[index];
+                let key = unit.key.to_be_bytes();
+                let record = FutureRecord::to(&self.units_topic)
+                    .partition(unit.partition)
+                    .key(&key)
+                    .payload(unit.record);
+                match self.units_producer.send_result(record) {
+                    Ok(delivery) => deliveries.push((index, Some(delivery))),
+                    Err((error, _)) => {
+                        tracing::debug!(message = "Units topic queue full; will resend.", %error);
+                        deliveries.push((index, None));
                     }
-                    return Ok(());
                 }
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(message = "ClickHouse insert failed; retrying.", %error, attempt, backoff_ms = backoff.as_millis() as u64);
-                    self.stats.insert_retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.retry_backoff_max);
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
             }
+            let mut failed = Vec::new();
+            let mut last_error = String::new();
+            for (index, delivery) in deliveries {
+                let delivered = match delivery {
+                    Some(delivery) => match delivery.await {
+                        Ok(Ok(_)) => true,
+                        Ok(Err((error, _))) => {
+                            last_error = error.to_string();
+                            false
+                        }
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
+                if !delivered {
+                    failed.push(index);
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let Some(wait) = backoff.next_wait() else {
+                return Err(FlushError::Route {
+                    topic: self.units_topic.clone(),
+                    detail: last_error,
+                });
+            };
+            tracing::warn!(message = "Routing units failed; resending.", failed = failed.len(), error = %last_error, backoff_ms = wait.as_millis() as u64);
+            tokio::time::sleep(wait).await;
+            pending = failed;
         }
     }
 

@@ -1,14 +1,15 @@
-//! One consumed message → exactly one outcome row, plus a dead letter when rejected.
+//! The admit stage: one consumed message → exactly one outcome row, plus a dead letter
+//! when rejected, or a unit record routed to its owner when valid.
 //!
-//! decode (SPEC §5 steps 1–4) → rules (steps 5–6) → dedup (step 7). Everything here is
-//! pure except the dedup index, which records the units this message creates.
+//! decode (SPEC §5 steps 1–4) → rules (steps 5–6) → route. Pure: whether a valid unit is
+//! new or a `duplicate` (step 7) is decided by the ledger stage that owns its key.
 
 use super::batch::{Batch, DeadLetter};
 use crate::decode::decode;
-use crate::dedup::{Seen, SourceRef, UnitIndex};
-use crate::domain::{Event, Reason, Rejection};
+use crate::domain::{Reason, Rejection};
 use crate::policy::local_date;
 use crate::refdata::RefData;
+use crate::route::{key_hash, owner_partition, UnitRecord, FLAG_POISON};
 use crate::rules::evaluate;
 use crate::store::outcomes::{date_days, datetime_seconds, OutcomeRow};
 
@@ -23,37 +24,25 @@ pub struct Consumed<'a> {
     pub received_at_unix_s: u32,
 }
 
-/// The rules' state: reference data and the paid-unit index.
+/// The rules' state: reference data, and the partition count of the units topic.
 pub struct Processor {
     refdata: RefData,
-    index: UnitIndex,
+    units_partitions: u32,
 }
 
 impl Processor {
-    /// A processor over the given reference data and an index rebuilt from storage.
-    pub fn new(refdata: RefData, index: UnitIndex) -> Processor {
-        Processor { refdata, index }
-    }
-
-    /// Units currently in the dedup index.
-    pub fn units_indexed(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Decides the message's outcome and appends it to `batch`.
-    pub fn process(&mut self, message: Consumed<'_>, batch: &mut Batch) {
-        self.decide(message, batch);
-        if crate::crash::is_poison(message.payload.unwrap_or_default()) {
-            batch.poison_last_row();
+    /// A processor over the given reference data, routing to `units_partitions` owners.
+    pub fn new(refdata: RefData, units_partitions: u32) -> Processor {
+        assert!(units_partitions > 0, "the units topic has partitions");
+        Processor {
+            refdata,
+            units_partitions,
         }
     }
 
-    fn decide(&mut self, message: Consumed<'_>, batch: &mut Batch) {
-        let source = SourceRef {
-            topic: message.topic,
-            partition: message.partition as u32,
-            offset: message.offset as u64,
-        };
+    /// Decides the message's outcome and appends it to `batch`: a rejection (row and dead
+    /// letter), or an admitted row (`reason = ''`) and the unit record for its owner.
+    pub fn process(&mut self, message: Consumed<'_>, batch: &mut Batch) {
         let mut row = OutcomeRow {
             topic: message.topic,
             partition: message.partition as u32,
@@ -86,36 +75,34 @@ impl Processor {
                 return reject(batch, row, &message, &rejection);
             }
         };
+        debug_assert!(unit.amount_fen >= 0, "a unit never pays a negative amount");
         row.unit_key = &unit.unit_key;
         row.recipient_id = &unit.recipient_id;
         row.district_code = &unit.district_code;
-        match self
-            .index
-            .check_and_record(unit.program, &unit.unit_key, source)
-        {
-            // A redelivery of the message that created the unit writes the same row again;
-            // the views read each source once.
-            Seen::New | Seen::SameMessage => {
-                row.amount_fen = unit.amount_fen;
-                batch.push(&row, None);
-            }
-            Seen::DuplicateOf(first) => {
-                let rejection = duplicate_of(&event, &first);
-                reject(batch, row, &message, &rejection);
-            }
-        }
+        row.amount_fen = unit.amount_fen;
+        let record = UnitRecord {
+            source_topic: message.topic,
+            source_partition: message.partition as u32,
+            source_offset: message.offset as u64,
+            received_at_unix_s: message.received_at_unix_s,
+            program: Some(unit.program),
+            event_id: &event.event_id,
+            unit_key: &unit.unit_key,
+            recipient_id: &unit.recipient_id,
+            district_code: &unit.district_code,
+            occurred_at_unix_s: row.occurred_at_unix_s,
+            local_date_days: row.local_date_days,
+            amount_fen: unit.amount_fen,
+            flags: if crate::crash::is_poison(payload) {
+                FLAG_POISON
+            } else {
+                0
+            },
+        };
+        let key = key_hash(unit.program, &unit.unit_key);
+        batch.push(&row, None);
+        batch.push_unit(owner_partition(key, self.units_partitions), key, &record);
     }
-}
-
-fn duplicate_of(event: &Event, first: &str) -> Rejection {
-    Rejection::new(
-        Reason::Duplicate,
-        format!(
-            "unit {} {} already paid: first recorded at {first}",
-            event.program(),
-            event.unit_key()
-        ),
-    )
 }
 
 /// Appends a rejected row (the raw payload kept) and its dead letter.
@@ -130,6 +117,9 @@ fn reject<'a>(
     row.payload = message.payload.unwrap_or_default();
     row.amount_fen = 0;
     batch.push(&row, Some(rejection.reason));
+    if crate::crash::is_poison(message.payload.unwrap_or_default()) {
+        batch.poison_last_row();
+    }
     batch.push_dead_letter(DeadLetter {
         topic: message.topic.to_string(),
         partition: message.partition,
@@ -137,6 +127,7 @@ fn reject<'a>(
         reason: rejection.reason,
         detail: rejection.detail.clone(),
         payload: message.payload.map(<[u8]>::to_vec),
+        payload_at_source: false,
         received_at_unix_s: message.received_at_unix_s,
     });
 }

@@ -1,25 +1,32 @@
-//! The `run` service: wiring, the poll loop, signals and shutdown.
+//! The `run` service: wiring, the two stages' poll loops, signals and shutdown.
 //!
-//! One thread polls Kafka and processes messages (decode, rules and dedup are cheap and
-//! must see messages in order); a tokio task flushes finished batches. A bounded channel
-//! of `batches_in_flight_max` batches between them bounds memory: when ClickHouse is slow
-//! or down, the poll loop waits instead of buffering more.
+//! Both stages run in one process (more processes in the group divide the work):
+//! - **admit**: one thread polls the source topics, decodes and applies the rules, and
+//!   routes valid units to the units topic; a tokio task flushes its batches.
+//! - **ledger**: one thread polls the owned partitions of the units topic and decides each
+//!   unit once ([`crate::ledger`]); another task flushes its batches.
+//!
+//! Bounded channels of `batches_in_flight_max` batches between each loop and its flusher
+//! bound memory: when ClickHouse is slow or down, the loops wait instead of buffering.
 
 use super::batch::{Batch, BatchLimits};
 use super::context::IngestContext;
 use super::flusher::{FlushError, Flusher};
 use super::process::{Consumed, Processor};
 use super::stats::{RunSummary, Stats};
-use crate::dedup::{SourceRef, UnitIndex};
-use crate::domain::Program;
 use crate::kafka::{KafkaConfig, KafkaSetupError};
-use crate::store::outcomes::{for_each_stored_unit, resume_offset};
+use crate::ledger::batch::DecisionBatch;
+use crate::ledger::stage::{restore, LedgerFlusher, LedgerProcessor, DECISIONS_TABLE};
+use crate::ledger::state::{LedgerState, StateError};
+use crate::store::outcomes::resume_offset;
+use crate::store::sink::Sink;
 use crate::store::{migrate, refdata_store, Store, StoreConfig, StoreError};
+use std::path::PathBuf;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -44,6 +51,14 @@ pub struct RunSettings {
     pub batches_in_flight_max: usize,
     /// Cap of the exponential backoff between retries.
     pub retry_backoff_max: Duration,
+    /// Retrying ClickHouse or the units topic gives up after this long.
+    pub retry_give_up_after: Duration,
+    /// The internal topic that routes units to their owners.
+    pub units_topic: String,
+    /// Its partition count (fixed for a deployment).
+    pub units_partitions: u32,
+    /// The ledger stage's on-disk state for this database.
+    pub state_dir: PathBuf,
     /// Exit once every assigned partition is consumed up to its high watermark
     /// (for demos, tests and benchmarks); otherwise run until SIGTERM/SIGINT.
     pub until_caught_up: bool,
@@ -62,6 +77,10 @@ pub enum RunError {
     Subscribe { topics: Vec<String>, detail: String },
     #[error(transparent)]
     Flush(#[from] FlushError),
+    #[error(transparent)]
+    LedgerFlush(#[from] crate::ledger::stage::LedgerFlushError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error(transparent)]
     CrashSetup(#[from] crate::crash::CrashSetupError),
     #[error("the flusher stopped unexpectedly: {0}")]
@@ -84,12 +103,97 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         .ensure_topics(&[settings.dlq_topic.as_str()], 1)
         .await?;
 
-    let index = load_unit_index(&store).await?;
+    settings
+        .kafka
+        .ensure_topics(&[settings.units_topic.as_str()], settings.units_partitions as i32)
+        .await?;
+    let opened = Instant::now();
+    let state = Arc::new(Mutex::new(LedgerState::open(&settings.state_dir)?));
+    tracing::info!(message = "Ledger state opened.", dir = %settings.state_dir.display(), elapsed_ms = opened.elapsed().as_millis() as u64);
     crate::crash::reached("after_index_rebuild");
-    tracing::info!(message = "Starting.", firms = refdata.firms.len(), outlets = refdata.outlets.len(), zones = refdata.zones.len(), units_paid = index.len(), topics = ?settings.topics);
-    let processor = Processor::new(refdata, index);
-
+    tracing::info!(message = "Starting.", firms = refdata.firms.len(), outlets = refdata.outlets.len(), zones = refdata.zones.len(), topics = ?settings.topics, units_topic = %settings.units_topic);
+    let processor = Processor::new(refdata, settings.units_partitions);
+    let stats = Arc::new(Stats::default());
     let handle = tokio::runtime::Handle::current();
+
+    // The ledger stage first, so units routed by the admit stage find their owner.
+    let ledger_store = store.clone();
+    let ledger_state = state.clone();
+    let ledger_handle = handle.clone();
+    let ledger_context = IngestContext::new(
+        Box::new(move |_topic, partition| {
+            ledger_handle
+                .block_on(restore(&ledger_store, &ledger_state, partition))
+                .map_err(|error| match error {
+                    crate::ledger::stage::RestoreError::Store(error) => error,
+                    crate::ledger::stage::RestoreError::State(error) => StoreError::Query {
+                        statement: "restore ledger state".into(),
+                        detail: error.to_string(),
+                    },
+                })
+        }),
+        shutdown.clone(),
+        settings.retry_backoff_max,
+    );
+    let mut ledger_kafka = settings.kafka.clone();
+    ledger_kafka.group_id = format!("{}.ledger", settings.kafka.group_id);
+    let ledger_consumer = Arc::new(ledger_kafka.ingest_consumer(ledger_context)?);
+    ledger_consumer
+        .subscribe(&[settings.units_topic.as_str()])
+        .map_err(|e| RunError::Subscribe {
+            topics: vec![settings.units_topic.clone()],
+            detail: e.to_string(),
+        })?;
+    let (ledger_tx, mut ledger_rx) =
+        mpsc::channel::<DecisionBatch>(settings.batches_in_flight_max.max(1));
+    let ledger_flusher = LedgerFlusher {
+        sink: Sink {
+            store: store.clone(),
+            table: DECISIONS_TABLE,
+            retry_backoff_max: settings.retry_backoff_max,
+            give_up_after: settings.retry_give_up_after,
+        },
+        state: state.clone(),
+        producer: settings.kafka.dead_letter_producer()?,
+        dlq_topic: settings.dlq_topic.clone(),
+        consumer: ledger_consumer.clone(),
+        stats: stats.clone(),
+        retry_backoff_max: settings.retry_backoff_max,
+    };
+    let ledger_flusher_shutdown = shutdown.clone();
+    let ledger_flusher_task = tokio::spawn(async move {
+        while let Some(batch) = ledger_rx.recv().await {
+            if let Err(error) = ledger_flusher.flush(batch).await {
+                ledger_flusher_shutdown.store(true, Ordering::Relaxed);
+                return Err(error);
+            }
+        }
+        Ok(())
+    });
+    let admit_done = Arc::new(AtomicBool::new(false));
+    let ledger_processor = LedgerProcessor {
+        state: state.clone(),
+        units_partitions: settings.units_partitions,
+        stats: stats.clone(),
+    };
+    let ledger_loop_consumer = ledger_consumer.clone();
+    let ledger_loop_settings = settings.clone();
+    let ledger_loop_shutdown = shutdown.clone();
+    let ledger_admit_done = admit_done.clone();
+    let ledger_loop_state = state.clone();
+    let ledger_thread = tokio::task::spawn_blocking(move || {
+        ledger_poll_loop(
+            &ledger_loop_consumer,
+            ledger_processor,
+            &ledger_tx,
+            &ledger_loop_settings,
+            &ledger_loop_shutdown,
+            &ledger_admit_done,
+            &ledger_loop_state,
+        )
+    });
+
+
     let lookup_store = store.clone();
     let lookup_handle = handle.clone();
     let context = IngestContext::new(
@@ -108,15 +212,22 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
             detail: e.to_string(),
         })?;
 
-    let stats = Arc::new(Stats::default());
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(settings.batches_in_flight_max.max(1));
     let flusher = Flusher {
-        store: store.clone(),
+        sink: Sink {
+            store: store.clone(),
+            table: super::flusher::OUTCOMES_TABLE,
+            retry_backoff_max: settings.retry_backoff_max,
+            give_up_after: settings.retry_give_up_after,
+        },
         producer: settings.kafka.dead_letter_producer()?,
         dlq_topic: settings.dlq_topic.clone(),
+        units_producer: settings.kafka.units_producer()?,
+        units_topic: settings.units_topic.clone(),
         consumer: consumer.clone(),
         stats: stats.clone(),
         retry_backoff_max: settings.retry_backoff_max,
+        give_up_after: settings.retry_give_up_after,
     };
     let flusher_shutdown = shutdown.clone();
     let flusher_task = tokio::spawn(async move {
@@ -152,35 +263,24 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let flush_result = flusher_task
         .await
         .map_err(|e| RunError::FlusherGone(e.to_string()))?;
-    progress_task.abort();
     consumer.unsubscribe();
+    // Every admitted unit is routed and acknowledged: the ledger may finish once it has
+    // read its partitions to their end.
+    admit_done.store(true, Ordering::Release);
+    let ledger_result = ledger_thread
+        .await
+        .map_err(|e| RunError::FlusherGone(format!("ledger loop panicked: {e}")))?;
+    let ledger_flush_result = ledger_flusher_task
+        .await
+        .map_err(|e| RunError::FlusherGone(e.to_string()))?;
+    progress_task.abort();
+    ledger_consumer.unsubscribe();
     flush_result?;
-    let processor = poll_result?;
-    Ok(stats.summary(processor.units_indexed() as u64))
-}
-
-/// Rebuilds the paid-unit index from the `outcomes` table.
-async fn load_unit_index(store: &Store) -> Result<UnitIndex, StoreError> {
-    let started = Instant::now();
-    let mut index = UnitIndex::new();
-    let rows = for_each_stored_unit(store, |unit| {
-        if let Some(program) = Program::from_type(&unit.program) {
-            let source = SourceRef {
-                topic: &unit.topic,
-                partition: unit.partition,
-                offset: unit.offset,
-            };
-            index.record_stored(program, &unit.unit_key, source);
-        }
-    })
-    .await?;
-    tracing::info!(
-        message = "Dedup index rebuilt.",
-        rows,
-        units = index.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64
-    );
-    Ok(index)
+    ledger_flush_result?;
+    poll_result?;
+    ledger_result?;
+    let units_held = state.lock().expect("ledger state poisoned").approximate_units_owned();
+    Ok(stats.summary(units_held as u64))
 }
 
 /// Next offset to process per assigned partition: topic → partition → offset.
@@ -193,7 +293,7 @@ fn poll_loop(
     settings: &RunSettings,
     stats: &Stats,
     shutdown: &AtomicBool,
-) -> Result<Processor, RunError> {
+) -> Result<(), RunError> {
     let batch_capacity = settings.limits.bytes_max.min(64 << 20);
     let mut batch = Batch::with_capacity(batch_capacity);
     let mut positions: Positions = HashMap::new();
@@ -289,7 +389,7 @@ fn poll_loop(
         ship_wait_ms = ship_wait.as_millis() as u64,
         caught_up_check_ms = caught_up_wait.as_millis() as u64
     );
-    Ok(processor)
+    Ok(())
 }
 
 /// Hands the batch to the flusher (waiting while `batches_in_flight_max` are queued).
@@ -356,4 +456,106 @@ async fn log_progress(stats: Arc<Stats>) {
             batches = stats.batches.load(Ordering::Relaxed)
         );
     }
+}
+
+/// The ledger stage's poll loop: decides the records of the owned units-topic partitions
+/// into bounded batches. With `until_caught_up` it ends once the admit stage is done and
+/// every owned partition is read to its end.
+fn ledger_poll_loop(
+    consumer: &BaseConsumer<IngestContext>,
+    mut processor: LedgerProcessor,
+    batch_tx: &mpsc::Sender<DecisionBatch>,
+    settings: &RunSettings,
+    shutdown: &AtomicBool,
+    admit_done: &AtomicBool,
+    state: &Mutex<LedgerState>,
+) -> Result<(), RunError> {
+    let mut batch = DecisionBatch::default();
+    let mut positions: Positions = HashMap::new();
+    let mut last_caught_up_check = Instant::now();
+    loop {
+        if shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(changes) = consumer.context().take_changes() {
+            for (topic, partition) in changes.revoked {
+                if let Some(partitions) = positions.get_mut(&topic) {
+                    partitions.remove(&partition);
+                }
+                state
+                    .lock()
+                    .expect("ledger state poisoned")
+                    .release(partition, settings.units_partitions);
+            }
+            for (topic, partition, next) in changes.assigned {
+                let units = state
+                    .lock()
+                    .expect("ledger state poisoned")
+                    .approximate_units(partition)
+                    .unwrap_or(0);
+                tracing::info!(message = "Ledger partition owned.", partition, units_held = units);
+                let partitions = positions.entry(topic).or_default();
+                match next {
+                    Some(next) => partitions.insert(partition, next),
+                    None => partitions.remove(&partition),
+                };
+            }
+        }
+        match consumer.poll(POLL_TIMEOUT) {
+            None => {
+                if settings.until_caught_up
+                    && admit_done.load(Ordering::Acquire)
+                    && last_caught_up_check.elapsed() >= CAUGHT_UP_CHECK_INTERVAL
+                {
+                    last_caught_up_check = Instant::now();
+                    if batch.is_empty() && is_caught_up(consumer, &positions) {
+                        tracing::info!(message = "Ledger caught up with every owned partition.");
+                        break;
+                    }
+                }
+            }
+            Some(Err(error)) => tracing::warn!(message = "Kafka consumer error (units topic).", %error),
+            Some(Ok(message)) => {
+                let partition = message.partition();
+                let offset = message.offset();
+                let partitions = match positions.get_mut(message.topic()) {
+                    Some(partitions) => partitions,
+                    None => positions.entry(message.topic().to_string()).or_default(),
+                };
+                if let Some(&next) = partitions.get(&partition) {
+                    if offset < next {
+                        continue;
+                    }
+                }
+                partitions.insert(partition, offset + 1);
+                processor.process(partition, offset, message.payload(), &mut batch);
+                crate::crash::reached("ledger_mid_batch");
+                if batch.len() >= settings.limits.rows_max || batch.bytes() >= settings.limits.bytes_max {
+                    ship_decisions(&mut batch, batch_tx)?;
+                }
+            }
+        }
+        if batch
+            .first_row_at()
+            .is_some_and(|t| t.elapsed() >= settings.limits.flush_interval)
+        {
+            ship_decisions(&mut batch, batch_tx)?;
+        }
+    }
+    ship_decisions(&mut batch, batch_tx)?;
+    Ok(())
+}
+
+/// Hands a ledger batch to its flusher (waiting while `batches_in_flight_max` are queued).
+fn ship_decisions(
+    batch: &mut DecisionBatch,
+    batch_tx: &mpsc::Sender<DecisionBatch>,
+) -> Result<(), RunError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let full = std::mem::take(batch);
+    batch_tx
+        .blocking_send(full)
+        .map_err(|_| RunError::FlusherGone("ledger flusher stopped; see the error above".into()))
 }

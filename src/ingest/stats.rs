@@ -17,6 +17,12 @@ pub struct Stats {
     pub durable_accepted: AtomicU64,
     pub durable_rejected: AtomicU64,
     pub batches: AtomicU64,
+    /// Valid units the admit stage routed to their owners and made durable in `outcomes`.
+    pub routed: AtomicU64,
+    /// Unit records the ledger stage read again for a message it had decided already.
+    pub records_already_decided: AtomicU64,
+    /// Records on the units topic this build cannot read (logged and skipped).
+    pub records_unreadable: AtomicU64,
     pub insert_retries: AtomicU64,
     /// Dead letters the broker acknowledged.
     pub dead_letters: AtomicU64,
@@ -37,7 +43,13 @@ impl Stats {
         }
     }
 
-    /// Notes a batch that became durable.
+    /// Notes an admit batch that became durable: its routed units and its rejections.
+    pub fn admit_durable(&self, routed: u64, rejected_by_reason: &[u64; Reason::ALL.len()]) {
+        self.routed.fetch_add(routed, Ordering::Relaxed);
+        self.batch_durable(0, rejected_by_reason);
+    }
+
+    /// Notes a batch that became durable: units paid and messages rejected.
     pub fn batch_durable(&self, accepted: u64, rejected_by_reason: &[u64; Reason::ALL.len()]) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.durable_accepted.fetch_add(accepted, Ordering::Relaxed);
@@ -83,6 +95,8 @@ impl Stats {
                 .map(|(r, n)| (r.to_string(), n))
                 .collect(),
             batches: self.batches.load(Ordering::Relaxed),
+            routed: self.routed.load(Ordering::Relaxed),
+            records_already_decided: self.records_already_decided.load(Ordering::Relaxed),
             insert_retries: self.insert_retries.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             dead_letters_truncated: self.dead_letters_truncated.load(Ordering::Relaxed),
@@ -112,6 +126,12 @@ pub struct RunSummary {
     pub rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub batches: u64,
+    /// Valid units the admit stage routed to their owners (durable in `outcomes`).
+    #[serde(default)]
+    pub routed: u64,
+    /// Unit records the ledger stage had decided already (routed twice after a crash).
+    #[serde(default)]
+    pub records_already_decided: u64,
     pub insert_retries: u64,
     /// Dead letters acknowledged by the broker.
     pub dead_letters: u64,
@@ -123,7 +143,8 @@ pub struct RunSummary {
     /// their source; the rejection is still stored).
     #[serde(default)]
     pub dead_letters_failed: u64,
-    /// Units in the dedup index at exit (all paid units, including earlier runs').
+    /// Units the ledger state holds for the partitions this instance owned at exit
+    /// (an estimate from the store).
     pub units_indexed: u64,
     /// Seconds from the first consumed message to the last durable batch.
     pub active_seconds: f64,

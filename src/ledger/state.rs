@@ -86,7 +86,10 @@ impl Mark {
     }
 
     fn from_bytes(bytes: &[u8]) -> Option<Mark> {
-        (bytes.len() == 24).then(|| Mark {
+        if bytes.len() != 24 {
+            return None;
+        }
+        Some(Mark {
             next_offset: u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
             last_source: PackedSource::from_bytes(&bytes[8..])?,
         })
@@ -281,6 +284,11 @@ impl LedgerState {
             crate::route::owner_partition(*key, units_partitions) != partition
         });
         self.partitions.remove(&partition);
+    }
+
+    /// Units stored for the partitions open now (an estimate, for the summary).
+    pub fn approximate_units_owned(&self) -> usize {
+        self.partitions.values().map(|p| p.approximate_len()).sum()
     }
 
     /// Units decided and not yet durable.

@@ -79,10 +79,10 @@ pub async fn insert_decisions(store: &Store, rows: Bytes) -> Result<(), StoreErr
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
 pub struct LastDecision {
     pub rows: u64,
-    pub ledger_offset: u64,
-    pub topic: String,
-    pub partition: u32,
-    pub offset: u64,
+    pub last_offset: u64,
+    pub source_topic: String,
+    pub source_partition: u32,
+    pub source_offset: u64,
 }
 
 /// The last stored decision of a units-topic partition, or `None` when it has none.
@@ -93,13 +93,33 @@ pub async fn last_decision(
     // argMax over the partition's rows: the primary key (ledger_partition, ledger_offset)
     // narrows the read to this partition's granules.
     let statement = store.sql(&format!(
-        "SELECT count() AS rows, max(ledger_offset) AS ledger_offset, \
-                argMax(topic, ledger_offset) AS topic, argMax(`partition`, ledger_offset) AS `partition`, \
-                argMax(`offset`, ledger_offset) AS `offset` \
+        "SELECT count() AS rows, max(ledger_offset) AS last_offset, \
+                argMax(topic, ledger_offset) AS source_topic, argMax(`partition`, ledger_offset) AS source_partition, \
+                argMax(`offset`, ledger_offset) AS source_offset \
          FROM {{db}}.unit_decisions WHERE ledger_partition = {ledger_partition}"
     ));
     let last: LastDecision = store.fetch_one(&statement).await?;
     Ok((last.rows > 0).then_some(last))
+}
+
+/// The source of the decision stored at `ledger_offset` of a units-topic partition.
+pub async fn decision_at(
+    store: &Store,
+    ledger_partition: u32,
+    ledger_offset: u64,
+) -> Result<Option<(String, u32, u64)>, StoreError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct At {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    }
+    let statement = store.sql(&format!(
+        "SELECT topic AS topic, `partition` AS `partition`, `offset` AS `offset` FROM {{db}}.unit_decisions \
+         WHERE ledger_partition = {ledger_partition} AND ledger_offset = {ledger_offset} LIMIT 1"
+    ));
+    let rows: Vec<At> = store.fetch_all(&statement).await?;
+    Ok(rows.into_iter().next().map(|a| (a.topic, a.partition, a.offset)))
 }
 
 /// One stored unit of a units-topic partition, for restoring the ledger state.

@@ -5,6 +5,7 @@
 //! - [`rowbinary`]: a small RowBinary encoder for the hot insert path.
 //! - [`outcomes`]: the `outcomes` table: batch inserts, resume offsets, the paid-unit index.
 //! - [`decisions`]: the `unit_decisions` table: the ledger stage's rows, checkpoint and restore.
+//! - [`sink`]: the one write path: bounded retries, no row twice, poison isolation.
 //! - [`refdata_store`]: reference data snapshots (`refdata load`, read by `run`).
 
 pub mod client;
@@ -13,5 +14,6 @@ pub mod migrate;
 pub mod outcomes;
 pub mod refdata_store;
 pub mod rowbinary;
+pub mod sink;
 
 pub use client::{Store, StoreConfig, StoreError};

@@ -1,0 +1,226 @@
+//! One ledger batch: the encoded decision rows, their dead letters, the units they make new
+//! (to commit to the state once durable), and where each units-topic partition stands.
+
+use super::state::{Mark, PackedSource, PendingUnit};
+use crate::domain::Reason;
+use crate::ingest::dead_letter::DeadLetter;
+use crate::store::decisions::DecisionRow;
+use crate::store::rowbinary::RowBinaryWriter;
+use crate::store::sink::{RowBatch, RowPosition};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// One row's identity: its units-topic coordinates and what it decided.
+#[derive(Debug, Clone)]
+struct RowMeta {
+    ledger_partition: u32,
+    ledger_offset: u64,
+    source: PackedSource,
+    /// Index into `units` if the row is a new unit.
+    unit: Option<usize>,
+    rejection: Option<Reason>,
+    /// The encoded unit record, to build a `storage_refused` replacement from.
+    record: Vec<u8>,
+    decided_at_unix_s: u32,
+}
+
+/// Decision rows of one batch.
+#[derive(Debug, Default)]
+pub struct DecisionBatch {
+    rows: RowBinaryWriter,
+    row_ends: Vec<usize>,
+    meta: Vec<RowMeta>,
+    units: Vec<PendingUnit>,
+    dead_letters: Vec<DeadLetter>,
+    first_row_at: Option<Instant>,
+    /// partition → next offset after this batch (for the advisory commit).
+    next_offsets: BTreeMap<i32, i64>,
+}
+
+impl DecisionBatch {
+    /// Adds one decision row (rows of a partition in offset order); `unit` for a new unit.
+    pub fn push(
+        &mut self,
+        row: &DecisionRow<'_>,
+        source: PackedSource,
+        unit: Option<PendingUnit>,
+        rejection: Option<Reason>,
+    ) {
+        if let Some(previous) = self
+            .meta
+            .iter()
+            .rev()
+            .find(|m| m.ledger_partition == row.ledger_partition)
+        {
+            assert!(
+                previous.ledger_offset < row.ledger_offset,
+                "offsets ascend within a partition of a batch"
+            );
+        }
+        self.first_row_at.get_or_insert_with(Instant::now);
+        row.encode(&mut self.rows);
+        self.row_ends.push(self.rows.len());
+        let unit = unit.map(|u| {
+            self.units.push(u);
+            self.units.len() - 1
+        });
+        let mut record = Vec::with_capacity(128);
+        row.record.encode(&mut record);
+        self.meta.push(RowMeta {
+            ledger_partition: row.ledger_partition,
+            ledger_offset: row.ledger_offset,
+            source,
+            unit,
+            rejection,
+            record,
+            decided_at_unix_s: row.decided_at_unix_s,
+        });
+        self.note_offset(row.ledger_partition as i32, row.ledger_offset as i64);
+    }
+
+    /// Notes a record that needed no row (already decided), for the advisory commit.
+    pub fn note_offset(&mut self, partition: i32, offset: i64) {
+        self.first_row_at.get_or_insert_with(Instant::now);
+        let next = self.next_offsets.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+
+    /// Queues a dead letter for the row just pushed.
+    pub fn push_dead_letter(&mut self, letter: DeadLetter) {
+        self.dead_letters.push(letter);
+    }
+
+    /// Test hook (fault injection): makes the last row one ClickHouse refuses.
+    pub fn poison_last_row(&mut self) {
+        let mut garbage = RowBinaryWriter::default();
+        garbage.put_leb128_raw(1u64 << 62);
+        let mut rows = std::mem::take(&mut self.rows).into_inner();
+        rows.extend_from_slice(&garbage.into_inner());
+        self.rows = RowBinaryWriter::from_vec(rows);
+        if let Some(end) = self.row_ends.last_mut() {
+            *end = self.rows.len();
+        }
+    }
+
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Returns true if and only if nothing was noted (no row, no skipped record).
+    pub fn is_empty(&self) -> bool {
+        self.next_offsets.is_empty()
+    }
+
+    /// Encoded size of the rows, bytes.
+    pub fn bytes(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// When the first record of the batch was taken.
+    pub fn first_row_at(&self) -> Option<Instant> {
+        self.first_row_at
+    }
+
+    /// Takes the encoded rows out.
+    pub fn take_rows(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.rows).into_inner()
+    }
+
+    /// The dead letters.
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead_letters
+    }
+
+    /// Next offset per partition after this batch.
+    pub fn next_offsets(&self) -> &BTreeMap<i32, i64> {
+        &self.next_offsets
+    }
+
+    /// Units paid (given the refused rows' indices) and rejections per reason.
+    pub fn tally(&self, refused: &[usize]) -> (u64, [u64; Reason::ALL.len()]) {
+        let mut units = 0;
+        let mut rejected = [0u64; Reason::ALL.len()];
+        for (index, meta) in self.meta.iter().enumerate() {
+            if refused.contains(&index) {
+                rejected[Reason::StorageRefused as usize] += 1;
+            } else if let Some(reason) = meta.rejection {
+                rejected[reason as usize] += 1;
+            } else {
+                units += 1;
+            }
+        }
+        (units, rejected)
+    }
+
+    /// What to commit to the state once the rows are durable: the new units (less the
+    /// refused rows') and, per partition with rows, the mark after its last row.
+    pub fn commit_set(&self, refused: &[usize]) -> (Vec<PendingUnit>, Vec<PendingUnit>, Vec<(i32, Mark)>) {
+        let mut paid = Vec::with_capacity(self.units.len());
+        let mut forgotten = Vec::new();
+        let mut marks: BTreeMap<i32, Mark> = BTreeMap::new();
+        for (index, meta) in self.meta.iter().enumerate() {
+            if let Some(unit) = meta.unit {
+                if refused.contains(&index) {
+                    forgotten.push(self.units[unit]);
+                } else {
+                    paid.push(self.units[unit]);
+                }
+            }
+            marks.insert(
+                meta.ledger_partition as i32,
+                Mark {
+                    next_offset: meta.ledger_offset + 1,
+                    last_source: meta.source,
+                },
+            );
+        }
+        (paid, forgotten, marks.into_iter().collect())
+    }
+}
+
+impl RowBatch for DecisionBatch {
+    fn row_count(&self) -> usize {
+        self.meta.len()
+    }
+
+    fn byte_range(&self, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let start = if rows.start == 0 {
+            0
+        } else {
+            self.row_ends[rows.start - 1]
+        };
+        let end = if rows.end == 0 {
+            0
+        } else {
+            self.row_ends[rows.end - 1]
+        };
+        start..end
+    }
+
+    fn position(&self, index: usize) -> RowPosition {
+        let meta = &self.meta[index];
+        RowPosition {
+            topic: None,
+            partition: meta.ledger_partition,
+            offset: meta.ledger_offset,
+        }
+    }
+
+    fn refused_row(&self, index: usize, detail: &str) -> Vec<u8> {
+        let meta = &self.meta[index];
+        let record = crate::route::UnitRecord::decode(&meta.record)
+            .expect("a batch's own encoding reads back");
+        let mut encoded = RowBinaryWriter::default();
+        DecisionRow {
+            ledger_partition: meta.ledger_partition,
+            ledger_offset: meta.ledger_offset,
+            record,
+            decided_at_unix_s: meta.decided_at_unix_s,
+            reason: Reason::StorageRefused.as_str(),
+            detail,
+        }
+        .encode(&mut encoded);
+        encoded.into_inner()
+    }
+}

@@ -1,0 +1,320 @@
+//! The ledger stage's loop: consume the owned partitions of the units topic, decide each
+//! record, and make each bounded batch durable:
+//! 1. dead letters of the duplicates to Kafka (at-least-once, as in the admit stage);
+//! 2. the decision rows into `unit_decisions` through the [`Sink`] (the materialized view
+//!    adds the units to `monthly_nominal` in the same INSERT) — from here the batch counts
+//!    as decided;
+//! 3. the new units and the partitions' marks into the on-disk state, atomically;
+//! 4. an advisory Kafka commit.
+//!
+//! A crash after 2 leaves the state behind ClickHouse; the next assignment reads just the
+//! rows after the state's mark ([`restore`]). A crash before 2 loses only what ClickHouse
+//! never had, so the records are decided again, the same way.
+
+use super::batch::DecisionBatch;
+use super::decide::{decide, Decision};
+use super::state::{LedgerState, Mark, PackedSource, PendingUnit, StateError};
+use crate::ingest::context::IngestContext;
+use crate::ingest::dead_letter::{DeadLetter, DeadLetterSender};
+use crate::ingest::stats::Stats;
+use crate::route::{key_hash, owner_partition, UnitRecord, FLAG_POISON};
+use crate::store::decisions::{decision_at, for_each_unit_since, last_decision, DecisionRow, DECISION_COLUMNS};
+use crate::store::sink::{Sink, Table};
+use crate::store::{Store, StoreError};
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `unit_decisions` table as the sink writes it.
+pub const DECISIONS_TABLE: Table = Table {
+    name: "unit_decisions",
+    columns: &DECISION_COLUMNS,
+    partition_column: "ledger_partition",
+    offset_column: "ledger_offset",
+};
+
+/// Units read from ClickHouse per state write while restoring.
+const RESTORE_CHUNK_UNITS: usize = 100_000;
+
+/// Why restoring a partition's state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Brings the state of units-topic `partition` level with ClickHouse and returns where
+/// the partition resumes (`None`: from its start). Reads only the rows after the state's
+/// mark; rebuilds the partition when the state is lost or from another life.
+pub async fn restore(
+    store: &Store,
+    state: &Mutex<LedgerState>,
+    partition: i32,
+) -> Result<Option<u64>, RestoreError> {
+    let started = Instant::now();
+    let last = last_decision(store, partition as u32).await?;
+    let mark = state.lock().expect("ledger state poisoned").mark(partition)?;
+    let Some(last) = last else {
+        if mark.is_some() {
+            tracing::warn!(message = "Ledger state holds a partition ClickHouse has no rows of (a database from another life); clearing it.", partition);
+            state.lock().expect("ledger state poisoned").wipe(partition)?;
+        }
+        return Ok(None);
+    };
+    let resume = last.last_offset + 1;
+    let from = match mark {
+        Some(mark) if mark.next_offset <= resume => {
+            // The state's last row must be ClickHouse's row at that offset.
+            let there = decision_at(store, partition as u32, mark.next_offset - 1).await?;
+            let state_guard = state.lock().expect("ledger state poisoned");
+            let ours = (
+                state_guard.topic_name(mark.last_source.topic_id).to_string(),
+                mark.last_source.partition,
+                mark.last_source.offset,
+            );
+            drop(state_guard);
+            if there.as_ref() == Some(&ours) {
+                mark.next_offset
+            } else {
+                tracing::warn!(message = "Ledger state's last row is not ClickHouse's; rebuilding the partition.", partition);
+                state.lock().expect("ledger state poisoned").wipe(partition)?;
+                0
+            }
+        }
+        Some(_) => {
+            tracing::warn!(message = "Ledger state is ahead of ClickHouse (a database from another life); rebuilding the partition.", partition);
+            state.lock().expect("ledger state poisoned").wipe(partition)?;
+            0
+        }
+        None => 0,
+    };
+    if from == resume {
+        tracing::info!(message = "Ledger state is level with ClickHouse.", partition, resume_offset = resume);
+        return Ok(Some(resume));
+    }
+    let mut chunk: Vec<PendingUnit> = Vec::with_capacity(RESTORE_CHUNK_UNITS);
+    let mut restored = 0u64;
+    let mut failure: Option<StateError> = None;
+    let rows = for_each_unit_since(store, partition as u32, from, |row| {
+        if failure.is_some() {
+            return;
+        }
+        let Some(program) = crate::domain::Program::from_type(&row.program) else {
+            return;
+        };
+        let mut guard = state.lock().expect("ledger state poisoned");
+        let topic_id = match guard.topic_id(&row.topic) {
+            Ok(id) => id,
+            Err(error) => {
+                failure = Some(error);
+                return;
+            }
+        };
+        chunk.push(PendingUnit {
+            partition,
+            key: key_hash(program, &row.unit_key),
+            source: PackedSource {
+                topic_id,
+                partition: row.partition,
+                offset: row.offset,
+            },
+        });
+        if chunk.len() >= RESTORE_CHUNK_UNITS {
+            restored += chunk.len() as u64;
+            if let Err(error) = guard.commit(&chunk, &[]) {
+                failure = Some(error);
+            }
+            chunk.clear();
+        }
+    })
+    .await?;
+    if let Some(error) = failure {
+        return Err(error.into());
+    }
+    restored += chunk.len() as u64;
+    let mut guard = state.lock().expect("ledger state poisoned");
+    let last_topic = guard.topic_id(&last.source_topic)?;
+    let mark = Mark {
+        next_offset: resume,
+        last_source: PackedSource {
+            topic_id: last_topic,
+            partition: last.source_partition,
+            offset: last.source_offset,
+        },
+    };
+    guard.commit(&chunk, &[(partition, mark)])?;
+    tracing::info!(
+        message = "Ledger state restored from ClickHouse.",
+        partition,
+        from_offset = from,
+        resume_offset = resume,
+        rows_read = rows,
+        units_restored = restored,
+        elapsed_ms = started.elapsed().as_millis() as u64
+    );
+    Ok(Some(resume))
+}
+
+/// Decides unit records into batches.
+pub struct LedgerProcessor {
+    pub state: Arc<Mutex<LedgerState>>,
+    pub units_partitions: u32,
+    pub stats: Arc<Stats>,
+}
+
+impl LedgerProcessor {
+    /// Decides one record of units-topic `partition` at `offset` into `batch`.
+    pub fn process(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, batch: &mut DecisionBatch) {
+        let record = match payload.map(UnitRecord::decode) {
+            Some(Ok(record)) => record,
+            other => {
+                // Only this program writes the units topic; anything else is not a
+                // source message, so it has no place in the ledger. Logged, counted, skipped.
+                let detail = match other {
+                    Some(Err(error)) => error.to_string(),
+                    _ => "no value".to_string(),
+                };
+                tracing::error!(message = "Unreadable record on the units topic; skipped.", partition, offset, %detail);
+                self.stats.records_unreadable.fetch_add(1, Ordering::Relaxed);
+                batch.note_offset(partition, offset);
+                return;
+            }
+        };
+        let program = record.program();
+        let key = key_hash(program, record.unit_key);
+        if owner_partition(key, self.units_partitions) != partition {
+            tracing::error!(message = "A unit record is on a partition that does not own its key: the units topic's partition count changed. Keys are decided by one owner only while it stays fixed.", partition, offset, units_partitions = self.units_partitions);
+        }
+        let mut state = self.state.lock().expect("ledger state poisoned");
+        let topic_id = match state.topic_id(record.source_topic) {
+            Ok(id) => id,
+            Err(error) => panic!("ledger state unusable: {error}"),
+        };
+        let source = PackedSource {
+            topic_id,
+            partition: record.source_partition,
+            offset: record.source_offset,
+        };
+        let seen = match state.check_and_record(partition, key, source) {
+            Ok(seen) => seen,
+            Err(error) => panic!("ledger state unusable: {error}"),
+        };
+        drop(state);
+        let mut row = DecisionRow {
+            ledger_partition: partition as u32,
+            ledger_offset: offset as u64,
+            record,
+            decided_at_unix_s: now_unix_s(),
+            reason: "",
+            detail: "",
+        };
+        match decide(&record, seen) {
+            Decision::Unit => {
+                assert!(record.amount_fen >= 0, "a unit never pays a negative amount");
+                let unit = PendingUnit { partition, key, source };
+                batch.push(&row, source, Some(unit), None);
+            }
+            Decision::AlreadyDecided => {
+                self.stats.records_already_decided.fetch_add(1, Ordering::Relaxed);
+                batch.note_offset(partition, offset);
+                return;
+            }
+            Decision::Duplicate(rejection) => {
+                row.reason = rejection.reason.as_str();
+                row.detail = &rejection.detail;
+                batch.push(&row, source, None, Some(rejection.reason));
+                batch.push_dead_letter(DeadLetter {
+                    topic: record.source_topic.to_string(),
+                    partition: record.source_partition as i32,
+                    offset: record.source_offset as i64,
+                    reason: rejection.reason,
+                    detail: rejection.detail.clone(),
+                    payload: None,
+                    payload_at_source: true,
+                    received_at_unix_s: record.received_at_unix_s,
+                });
+            }
+        }
+        if record.flags & FLAG_POISON != 0 {
+            batch.poison_last_row();
+        }
+    }
+}
+
+/// Makes ledger batches durable.
+pub struct LedgerFlusher {
+    pub sink: Sink,
+    pub state: Arc<Mutex<LedgerState>>,
+    pub producer: FutureProducer,
+    pub dlq_topic: String,
+    pub consumer: Arc<BaseConsumer<IngestContext>>,
+    pub stats: Arc<Stats>,
+    pub retry_backoff_max: Duration,
+}
+
+/// Why the ledger flusher stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerFlushError {
+    #[error("ClickHouse refused a ledger batch and retrying cannot help: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl LedgerFlusher {
+    /// Makes one batch durable; returns only when it is, or on a permanent error.
+    pub async fn flush(&self, mut batch: DecisionBatch) -> Result<(), LedgerFlushError> {
+        let letters = DeadLetterSender {
+            producer: &self.producer,
+            topic: &self.dlq_topic,
+            retry_backoff_max: self.retry_backoff_max,
+        }
+        .send_all(batch.dead_letters())
+        .await;
+        self.stats.dead_letters_sent(&letters);
+        let rows = Bytes::from(batch.take_rows());
+        let written = self.sink.write(&batch, rows).await?;
+        self.stats
+            .insert_retries
+            .fetch_add(written.retries, Ordering::Relaxed);
+        crate::crash::reached("ledger_after_insert");
+        let (paid, forgotten, marks) = batch.commit_set(&written.refused);
+        {
+            let mut state = self.state.lock().expect("ledger state poisoned");
+            for unit in &forgotten {
+                state.forget_pending(unit.key);
+            }
+            state.commit(&paid, &marks)?;
+        }
+        crate::crash::reached("ledger_after_state");
+        let (units, rejected) = batch.tally(&written.refused);
+        self.stats.batch_durable(units, &rejected);
+        let mut list = TopicPartitionList::new();
+        let topic = self
+            .consumer
+            .subscription()
+            .ok()
+            .and_then(|s| s.elements().first().map(|e| e.topic().to_string()));
+        if let Some(topic) = topic {
+            for (partition, next) in batch.next_offsets() {
+                let _ = list.add_partition_offset(&topic, *partition, Offset::Offset(*next));
+            }
+            if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+                tracing::debug!(message = "Kafka commit failed (advisory).", %error);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now_unix_s() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+}
