@@ -23,6 +23,8 @@ bin=target/release/subsidy-ingester
 export SUBSIDY_CLICKHOUSE_DATABASE="${SUBSIDY_CLICKHOUSE_DATABASE:-subsidy_demo}"
 export SUBSIDY_TOPICS="${run_id}.takeout.orders,${run_id}.import.parcels,${run_id}.rural.deliveries"
 export SUBSIDY_DLQ_TOPIC="${run_id}.rejected"
+# The units topic belongs to the database: a recreated database gets a fresh one.
+export SUBSIDY_UNITS_TOPIC="${run_id}.units"
 export SUBSIDY_GROUP_ID="${run_id}-ingester"
 export SUBSIDY_LOG="${SUBSIDY_LOG:-warn}"
 

@@ -630,8 +630,9 @@ struct Fault {
 fn crash_after(point: &str) -> u64 {
     match point {
         "mid_batch" => 27_777,
-        "before_dead_letters" | "after_dead_letters" | "mid_insert" => 2,
-        "after_insert" | "after_commit" => 3,
+        "ledger_mid_batch" => 17_777,
+        "before_dead_letters" | "after_dead_letters" | "after_route" | "mid_insert" => 2,
+        "after_insert" | "after_commit" | "ledger_after_insert" | "ledger_after_state" => 3,
         _ => 1,
     }
 }
@@ -707,7 +708,7 @@ async fn crash_at_every_point_and_sigkill_at_random_moments_loses_nothing_and_co
     let session = [("SUBSIDY_SESSION_TIMEOUT_MS", CRASH_SESSION_TIMEOUT_MS)];
     let batch_args = ["--batch-rows-max", "20000"];
     let points = crash_points(&world);
-    assert_eq!(points.len(), 10, "crash points: {points:?}");
+    assert_eq!(points.len(), 14, "crash points: {points:?}");
     let mut faults: Vec<Fault> = Vec::new();
 
     for point in &points {
@@ -886,8 +887,8 @@ async fn crash_at_every_point_and_sigkill_at_random_moments_loses_nothing_and_co
         "after these faults a partition's stored offsets were not a gap-free prefix: {gaps:?}"
     );
     assert!(
-        crashed.len() >= 8,
-        "at least 8 of 10 crash points must abort the process; reached {crashed:?}, not {not_reached:?}"
+        crashed.len() >= 12,
+        "at least 12 of 14 crash points must abort the process; reached {crashed:?}, not {not_reached:?}"
     );
     assert!(
         not_reached.iter().all(|p| *p == "during_revoke"),

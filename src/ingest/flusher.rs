@@ -59,6 +59,9 @@ pub struct Flusher {
     pub stats: Arc<Stats>,
     pub retry_backoff_max: Duration,
     pub give_up_after: Duration,
+    /// Per units-topic partition, the largest offset a routed record was acknowledged at:
+    /// how far the ledger stage must read before `--until-caught-up` may end.
+    pub routed_high: Arc<std::sync::Mutex<std::collections::HashMap<i32, i64>>>,
 }
 
 impl RowBatch for Batch {
@@ -171,7 +174,13 @@ impl Flusher {
             for (index, delivery) in deliveries {
                 let delivered = match delivery {
                     Some(delivery) => match delivery.await {
-                        Ok(Ok(_)) => true,
+                        Ok(Ok(delivered)) => {
+                            let (partition, offset) = (delivered.partition, delivered.offset);
+                            let mut high = self.routed_high.lock().expect("routed offsets poisoned");
+                            let slot = high.entry(partition).or_insert(offset);
+                            *slot = (*slot).max(offset);
+                            true
+                        }
                         Ok(Err((error, _))) => {
                             last_error = error.to_string();
                             false

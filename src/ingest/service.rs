@@ -171,6 +171,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         Ok(())
     });
     let admit_done = Arc::new(AtomicBool::new(false));
+    let routed_high: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
     let ledger_processor = LedgerProcessor {
         state: state.clone(),
         units_partitions: settings.units_partitions,
@@ -181,6 +182,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let ledger_loop_shutdown = shutdown.clone();
     let ledger_admit_done = admit_done.clone();
     let ledger_loop_state = state.clone();
+    let ledger_routed_high = routed_high.clone();
     let ledger_thread = tokio::task::spawn_blocking(move || {
         ledger_poll_loop(
             &ledger_loop_consumer,
@@ -190,6 +192,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
             &ledger_loop_shutdown,
             &ledger_admit_done,
             &ledger_loop_state,
+            &ledger_routed_high,
         )
     });
 
@@ -228,6 +231,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         stats: stats.clone(),
         retry_backoff_max: settings.retry_backoff_max,
         give_up_after: settings.retry_give_up_after,
+        routed_high: routed_high.clone(),
     };
     let flusher_shutdown = shutdown.clone();
     let flusher_task = tokio::spawn(async move {
@@ -469,6 +473,7 @@ fn ledger_poll_loop(
     shutdown: &AtomicBool,
     admit_done: &AtomicBool,
     state: &Mutex<LedgerState>,
+    routed_high: &Mutex<HashMap<i32, i64>>,
 ) -> Result<(), RunError> {
     let mut batch = DecisionBatch::default();
     let mut positions: Positions = HashMap::new();
@@ -508,7 +513,19 @@ fn ledger_poll_loop(
                     && last_caught_up_check.elapsed() >= CAUGHT_UP_CHECK_INTERVAL
                 {
                     last_caught_up_check = Instant::now();
-                    if batch.is_empty() && is_caught_up(consumer, &positions) {
+                    // Caught up: every record this process routed to a partition it owns is
+                    // read, and so is every partition to its (cached) high watermark.
+                    let routed_read = {
+                        let high = routed_high.lock().expect("routed offsets poisoned");
+                        let owned = positions.values().next();
+                        high.iter().all(|(partition, offset)| match owned {
+                            Some(owned) if consumer_owns(consumer, *partition) => {
+                                owned.get(partition).is_some_and(|next| next > offset)
+                            }
+                            _ => true,
+                        })
+                    };
+                    if batch.is_empty() && routed_read && is_caught_up(consumer, &positions) {
                         tracing::info!(message = "Ledger caught up with every owned partition.");
                         break;
                     }
@@ -558,4 +575,11 @@ fn ship_decisions(
     batch_tx
         .blocking_send(full)
         .map_err(|_| RunError::FlusherGone("ledger flusher stopped; see the error above".into()))
+}
+
+/// Returns true if and only if `partition` of the units topic is assigned to `consumer`.
+fn consumer_owns(consumer: &BaseConsumer<IngestContext>, partition: i32) -> bool {
+    consumer
+        .assignment()
+        .is_ok_and(|a| a.elements().iter().any(|e| e.partition() == partition))
 }
