@@ -459,7 +459,11 @@ pub struct RunArgs {
     pub state_dir: std::path::PathBuf,
     /// Give up (exit non-zero, for the supervisor to restart) after retrying ClickHouse or
     /// the units topic this long, milliseconds.
-    #[arg(long, env = "SUBSIDY_RETRY_GIVE_UP_AFTER_MS", default_value_t = 1_800_000)]
+    #[arg(
+        long,
+        env = "SUBSIDY_RETRY_GIVE_UP_AFTER_MS",
+        default_value_t = 1_800_000
+    )]
     pub retry_give_up_after_ms: u64,
 }
 
@@ -480,10 +484,9 @@ impl RunArgs {
             retry_backoff_max: Duration::from_millis(self.retry_backoff_max_ms),
             retry_give_up_after: Duration::from_millis(self.retry_give_up_after_ms),
             until_caught_up: self.until_caught_up,
-            units_topic: self
-                .units_topic
-                .clone()
-                .unwrap_or_else(|| crate::route::default_units_topic(&clickhouse.clickhouse_database)),
+            units_topic: self.units_topic.clone().unwrap_or_else(|| {
+                crate::route::default_units_topic(&clickhouse.clickhouse_database)
+            }),
             units_partitions: self.units_partitions,
             state_dir: self.state_dir.join(&clickhouse.clickhouse_database),
         }

@@ -57,17 +57,17 @@
 //! streams, so memory stays bounded by the number of money cells, not of messages.
 
 use crate::dedup::{SourceRef, UnitIndex};
-use crate::ledger::decide::{decide, Decision};
-use crate::store::decisions::{insert_decisions, DecisionRow};
-use crate::store::rowbinary::RowBinaryWriter;
 use crate::domain::{Program, Reason};
 use crate::ingest::batch::{Batch, BatchLimits};
 use crate::ingest::process::{Consumed, Processor};
 use crate::kafka::{KafkaConfig, KafkaSetupError};
+use crate::ledger::decide::{decide, Decision};
 use crate::refdata::{Firm, Outlet, Zone};
+use crate::store::decisions::{insert_decisions, DecisionRow};
 use crate::store::outcomes::{
     date_from_days, escape_literal, for_each_stored_unit, insert_outcomes,
 };
+use crate::store::rowbinary::RowBinaryWriter;
 use crate::store::{migrate, refdata_store, Store, StoreConfig, StoreError};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate};
 use rdkafka::config::ClientConfig;

@@ -230,7 +230,10 @@ mod tests {
             let key = key_hash(Program::RuralDelivery, &format!("YT{n:08}"));
             counts[owner_partition(key, 12) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1_200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1_200).contains(&c)),
+            "{counts:?}"
+        );
         let a = key_hash(Program::ImportParcel, "W1");
         assert_eq!(owner_partition(a, 12), owner_partition(a, 12));
         assert_ne!(a, key_hash(Program::RuralDelivery, "W1"));

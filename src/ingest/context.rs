@@ -32,6 +32,9 @@ pub struct IngestContext {
     retry_backoff_max: Duration,
     changes: Mutex<AssignmentChanges>,
     changed: AtomicBool,
+    /// Called while partitions are revoked, before the group moves them: waits until every
+    /// batch already handed to the flusher is durable, so the next owner resumes after it.
+    drain: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl IngestContext {
@@ -48,7 +51,14 @@ impl IngestContext {
             retry_backoff_max,
             changes: Mutex::new(AssignmentChanges::default()),
             changed: AtomicBool::new(false),
+            drain: None,
         }
+    }
+
+    /// Adds the hook that drains in-flight batches on revocation.
+    pub fn with_drain(mut self, drain: Box<dyn Fn() + Send + Sync>) -> IngestContext {
+        self.drain = Some(drain);
+        self
     }
 
     /// Takes the changes recorded since the last call, if any (cheap when there are none).
@@ -126,6 +136,9 @@ impl IngestContext {
             .extend(revoked);
         self.changed.store(true, Ordering::Release);
         crate::crash::reached("during_revoke");
+        if let Some(drain) = &self.drain {
+            drain();
+        }
         if let Err(error) = consumer.unassign() {
             tracing::warn!(message = "Unassign failed.", %error);
         }

@@ -176,7 +176,8 @@ impl Flusher {
                     Some(delivery) => match delivery.await {
                         Ok(Ok(delivered)) => {
                             let (partition, offset) = (delivered.partition, delivered.offset);
-                            let mut high = self.routed_high.lock().expect("routed offsets poisoned");
+                            let mut high =
+                                self.routed_high.lock().expect("routed offsets poisoned");
                             let slot = high.entry(partition).or_insert(offset);
                             *slot = (*slot).max(offset);
                             true

@@ -21,10 +21,10 @@ use crate::ledger::state::{LedgerState, StateError};
 use crate::store::outcomes::resume_offset;
 use crate::store::sink::Sink;
 use crate::store::{migrate, refdata_store, Store, StoreConfig, StoreError};
-use std::path::PathBuf;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -105,7 +105,10 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
 
     settings
         .kafka
-        .ensure_topics(&[settings.units_topic.as_str()], settings.units_partitions as i32)
+        .ensure_topics(
+            &[settings.units_topic.as_str()],
+            settings.units_partitions as i32,
+        )
         .await?;
     let opened = Instant::now();
     let state = Arc::new(Mutex::new(LedgerState::open(&settings.state_dir)?));
@@ -120,6 +123,8 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let ledger_store = store.clone();
     let ledger_state = state.clone();
     let ledger_handle = handle.clone();
+    let ledger_batches = Arc::new(InFlight::default());
+    let drain_counter = ledger_batches.clone();
     let ledger_context = IngestContext::new(
         Box::new(move |_topic, partition| {
             ledger_handle
@@ -134,7 +139,8 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         }),
         shutdown.clone(),
         settings.retry_backoff_max,
-    );
+    )
+    .with_drain(Box::new(move || drain_counter.wait_all_flushed()));
     let mut ledger_kafka = settings.kafka.clone();
     ledger_kafka.group_id = format!("{}.ledger", settings.kafka.group_id);
     let ledger_consumer = Arc::new(ledger_kafka.ingest_consumer(ledger_context)?);
@@ -161,9 +167,12 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         retry_backoff_max: settings.retry_backoff_max,
     };
     let ledger_flusher_shutdown = shutdown.clone();
+    let flushed_counter = ledger_batches.clone();
     let ledger_flusher_task = tokio::spawn(async move {
         while let Some(batch) = ledger_rx.recv().await {
-            if let Err(error) = ledger_flusher.flush(batch).await {
+            let result = ledger_flusher.flush(batch).await;
+            flushed_counter.flushed.fetch_add(1, Ordering::AcqRel);
+            if let Err(error) = result {
                 ledger_flusher_shutdown.store(true, Ordering::Relaxed);
                 return Err(error);
             }
@@ -183,6 +192,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let ledger_admit_done = admit_done.clone();
     let ledger_loop_state = state.clone();
     let ledger_routed_high = routed_high.clone();
+    let loop_batches = ledger_batches.clone();
     let ledger_thread = tokio::task::spawn_blocking(move || {
         ledger_poll_loop(
             &ledger_loop_consumer,
@@ -193,9 +203,9 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
             &ledger_admit_done,
             &ledger_loop_state,
             &ledger_routed_high,
+            &loop_batches,
         )
     });
-
 
     let lookup_store = store.clone();
     let lookup_handle = handle.clone();
@@ -283,7 +293,10 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     ledger_flush_result?;
     poll_result?;
     ledger_result?;
-    let units_held = state.lock().expect("ledger state poisoned").approximate_units_owned();
+    let units_held = state
+        .lock()
+        .expect("ledger state poisoned")
+        .approximate_units_owned();
     Ok(stats.summary(units_held as u64))
 }
 
@@ -474,6 +487,7 @@ fn ledger_poll_loop(
     admit_done: &AtomicBool,
     state: &Mutex<LedgerState>,
     routed_high: &Mutex<HashMap<i32, i64>>,
+    in_flight: &InFlight,
 ) -> Result<(), RunError> {
     let mut batch = DecisionBatch::default();
     let mut positions: Positions = HashMap::new();
@@ -482,7 +496,14 @@ fn ledger_poll_loop(
         if shutdown.load(Ordering::Relaxed) {
             break;
         }
+        let polled = consumer.poll(POLL_TIMEOUT);
         if let Some(changes) = consumer.context().take_changes() {
+            if !changes.revoked.is_empty() && !batch.is_empty() {
+                // Not shipped, so not durable: its records are read again by whoever owns
+                // them next (the new owner resumes after what ClickHouse holds).
+                tracing::info!(message = "Dropping an unshipped ledger batch of revoked partitions.", rows = batch.len());
+                batch = DecisionBatch::default();
+            }
             for (topic, partition) in changes.revoked {
                 if let Some(partitions) = positions.get_mut(&topic) {
                     partitions.remove(&partition);
@@ -498,7 +519,11 @@ fn ledger_poll_loop(
                     .expect("ledger state poisoned")
                     .approximate_units(partition)
                     .unwrap_or(0);
-                tracing::info!(message = "Ledger partition owned.", partition, units_held = units);
+                tracing::info!(
+                    message = "Ledger partition owned.",
+                    partition,
+                    units_held = units
+                );
                 let partitions = positions.entry(topic).or_default();
                 match next {
                     Some(next) => partitions.insert(partition, next),
@@ -506,7 +531,7 @@ fn ledger_poll_loop(
                 };
             }
         }
-        match consumer.poll(POLL_TIMEOUT) {
+        match polled {
             None => {
                 if settings.until_caught_up
                     && admit_done.load(Ordering::Acquire)
@@ -531,7 +556,9 @@ fn ledger_poll_loop(
                     }
                 }
             }
-            Some(Err(error)) => tracing::warn!(message = "Kafka consumer error (units topic).", %error),
+            Some(Err(error)) => {
+                tracing::warn!(message = "Kafka consumer error (units topic).", %error)
+            }
             Some(Ok(message)) => {
                 let partition = message.partition();
                 let offset = message.offset();
@@ -547,8 +574,10 @@ fn ledger_poll_loop(
                 partitions.insert(partition, offset + 1);
                 processor.process(partition, offset, message.payload(), &mut batch);
                 crate::crash::reached("ledger_mid_batch");
-                if batch.len() >= settings.limits.rows_max || batch.bytes() >= settings.limits.bytes_max {
-                    ship_decisions(&mut batch, batch_tx)?;
+                if batch.len() >= settings.limits.rows_max
+                    || batch.bytes() >= settings.limits.bytes_max
+                {
+                    ship_decisions(&mut batch, batch_tx, in_flight)?;
                 }
             }
         }
@@ -556,22 +585,50 @@ fn ledger_poll_loop(
             .first_row_at()
             .is_some_and(|t| t.elapsed() >= settings.limits.flush_interval)
         {
-            ship_decisions(&mut batch, batch_tx)?;
+            ship_decisions(&mut batch, batch_tx, in_flight)?;
         }
     }
-    ship_decisions(&mut batch, batch_tx)?;
+    ship_decisions(&mut batch, batch_tx, in_flight)?;
     Ok(())
+}
+
+/// Batches handed to a flusher and batches it finished: a revocation waits for the two to
+/// meet, so a partition moves only once what was decided of it is durable.
+#[derive(Default)]
+pub struct InFlight {
+    shipped: std::sync::atomic::AtomicU64,
+    flushed: std::sync::atomic::AtomicU64,
+}
+
+/// Longest a revocation waits for in-flight batches (then it logs and lets go).
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(60);
+
+impl InFlight {
+    /// Waits until every shipped batch is flushed, at most [`DRAIN_WAIT_MAX`].
+    pub fn wait_all_flushed(&self) {
+        let started = Instant::now();
+        let target = self.shipped.load(Ordering::Acquire);
+        while self.flushed.load(Ordering::Acquire) < target {
+            if started.elapsed() > DRAIN_WAIT_MAX {
+                tracing::error!(message = "In-flight batches not durable after the drain wait; letting the partitions go. The next owner may decide some records again.");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// Hands a ledger batch to its flusher (waiting while `batches_in_flight_max` are queued).
 fn ship_decisions(
     batch: &mut DecisionBatch,
     batch_tx: &mpsc::Sender<DecisionBatch>,
+    in_flight: &InFlight,
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
     }
     let full = std::mem::take(batch);
+    in_flight.shipped.fetch_add(1, Ordering::AcqRel);
     batch_tx
         .blocking_send(full)
         .map_err(|_| RunError::FlusherGone("ledger flusher stopped; see the error above".into()))

@@ -155,7 +155,10 @@ impl DecisionBatch {
 
     /// What to commit to the state once the rows are durable: the new units (less the
     /// refused rows') and, per partition with rows, the mark after its last row.
-    pub fn commit_set(&self, refused: &[usize]) -> (Vec<PendingUnit>, Vec<PendingUnit>, Vec<(i32, Mark)>) {
+    pub fn commit_set(
+        &self,
+        refused: &[usize],
+    ) -> (Vec<PendingUnit>, Vec<PendingUnit>, Vec<(i32, Mark)>) {
         let mut paid = Vec::with_capacity(self.units.len());
         let mut forgotten = Vec::new();
         let mut marks: BTreeMap<i32, Mark> = BTreeMap::new();

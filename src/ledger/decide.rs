@@ -52,6 +52,10 @@ mod tests {
             panic!("a duplicate");
         };
         assert_eq!(rejection.reason, Reason::Duplicate);
-        assert!(rejection.detail.contains("first recorded at t/0/5"), "{}", rejection.detail);
+        assert!(
+            rejection.detail.contains("first recorded at t/0/5"),
+            "{}",
+            rejection.detail
+        );
     }
 }

@@ -18,7 +18,9 @@ use crate::ingest::context::IngestContext;
 use crate::ingest::dead_letter::{DeadLetter, DeadLetterSender};
 use crate::ingest::stats::Stats;
 use crate::route::{key_hash, owner_partition, UnitRecord, FLAG_POISON};
-use crate::store::decisions::{decision_at, for_each_unit_since, last_decision, DecisionRow, DECISION_COLUMNS};
+use crate::store::decisions::{
+    decision_at, for_each_unit_since, last_decision, DecisionRow, DECISION_COLUMNS,
+};
 use crate::store::sink::{Sink, Table};
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
@@ -59,11 +61,17 @@ pub async fn restore(
 ) -> Result<Option<u64>, RestoreError> {
     let started = Instant::now();
     let last = last_decision(store, partition as u32).await?;
-    let mark = state.lock().expect("ledger state poisoned").mark(partition)?;
+    let mark = state
+        .lock()
+        .expect("ledger state poisoned")
+        .mark(partition)?;
     let Some(last) = last else {
         if mark.is_some() {
             tracing::warn!(message = "Ledger state holds a partition ClickHouse has no rows of (a database from another life); clearing it.", partition);
-            state.lock().expect("ledger state poisoned").wipe(partition)?;
+            state
+                .lock()
+                .expect("ledger state poisoned")
+                .wipe(partition)?;
         }
         return Ok(None);
     };
@@ -74,7 +82,9 @@ pub async fn restore(
             let there = decision_at(store, partition as u32, mark.next_offset - 1).await?;
             let state_guard = state.lock().expect("ledger state poisoned");
             let ours = (
-                state_guard.topic_name(mark.last_source.topic_id).to_string(),
+                state_guard
+                    .topic_name(mark.last_source.topic_id)
+                    .to_string(),
                 mark.last_source.partition,
                 mark.last_source.offset,
             );
@@ -82,20 +92,34 @@ pub async fn restore(
             if there.as_ref() == Some(&ours) {
                 mark.next_offset
             } else {
-                tracing::warn!(message = "Ledger state's last row is not ClickHouse's; rebuilding the partition.", partition);
-                state.lock().expect("ledger state poisoned").wipe(partition)?;
+                tracing::warn!(
+                    message =
+                        "Ledger state's last row is not ClickHouse's; rebuilding the partition.",
+                    partition
+                );
+                state
+                    .lock()
+                    .expect("ledger state poisoned")
+                    .wipe(partition)?;
                 0
             }
         }
         Some(_) => {
             tracing::warn!(message = "Ledger state is ahead of ClickHouse (a database from another life); rebuilding the partition.", partition);
-            state.lock().expect("ledger state poisoned").wipe(partition)?;
+            state
+                .lock()
+                .expect("ledger state poisoned")
+                .wipe(partition)?;
             0
         }
         None => 0,
     };
     if from == resume {
-        tracing::info!(message = "Ledger state is level with ClickHouse.", partition, resume_offset = resume);
+        tracing::info!(
+            message = "Ledger state is level with ClickHouse.",
+            partition,
+            resume_offset = resume
+        );
         return Ok(Some(resume));
     }
     let mut chunk: Vec<PendingUnit> = Vec::with_capacity(RESTORE_CHUNK_UNITS);
@@ -170,7 +194,13 @@ pub struct LedgerProcessor {
 
 impl LedgerProcessor {
     /// Decides one record of units-topic `partition` at `offset` into `batch`.
-    pub fn process(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, batch: &mut DecisionBatch) {
+    pub fn process(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        batch: &mut DecisionBatch,
+    ) {
         let record = match payload.map(UnitRecord::decode) {
             Some(Ok(record)) => record,
             other => {
@@ -181,7 +211,9 @@ impl LedgerProcessor {
                     _ => "no value".to_string(),
                 };
                 tracing::error!(message = "Unreadable record on the units topic; skipped.", partition, offset, %detail);
-                self.stats.records_unreadable.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .records_unreadable
+                    .fetch_add(1, Ordering::Relaxed);
                 batch.note_offset(partition, offset);
                 return;
             }
@@ -216,12 +248,21 @@ impl LedgerProcessor {
         };
         match decide(&record, seen) {
             Decision::Unit => {
-                assert!(record.amount_fen >= 0, "a unit never pays a negative amount");
-                let unit = PendingUnit { partition, key, source };
+                assert!(
+                    record.amount_fen >= 0,
+                    "a unit never pays a negative amount"
+                );
+                let unit = PendingUnit {
+                    partition,
+                    key,
+                    source,
+                };
                 batch.push(&row, source, Some(unit), None);
             }
             Decision::AlreadyDecided => {
-                self.stats.records_already_decided.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .records_already_decided
+                    .fetch_add(1, Ordering::Relaxed);
                 batch.note_offset(partition, offset);
                 return;
             }

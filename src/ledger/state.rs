@@ -250,7 +250,11 @@ impl LedgerState {
 
     /// Makes a durable batch's new units and marks durable in the store, in one atomic
     /// write, and drops them from the overlay. Call only after ClickHouse holds the rows.
-    pub fn commit(&mut self, units: &[PendingUnit], marks: &[(i32, Mark)]) -> Result<(), StateError> {
+    pub fn commit(
+        &mut self,
+        units: &[PendingUnit],
+        marks: &[(i32, Mark)],
+    ) -> Result<(), StateError> {
         let mut batch = self.keyspace.batch();
         for unit in units {
             let handle = self.partition(unit.partition)?;
@@ -280,9 +284,8 @@ impl LedgerState {
     /// Drops the overlay of a partition that moved away (its batches were drained first,
     /// so nothing of it is pending unless ClickHouse refused; it is re-decided by its owner).
     pub fn release(&mut self, partition: i32, units_partitions: u32) {
-        self.pending.retain(|key, _| {
-            crate::route::owner_partition(*key, units_partitions) != partition
-        });
+        self.pending
+            .retain(|key, _| crate::route::owner_partition(*key, units_partitions) != partition);
         self.partitions.remove(&partition);
     }
 

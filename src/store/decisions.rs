@@ -65,7 +65,11 @@ impl DecisionRow<'_> {
         out.put_str(r.district_code);
         out.put_u32(r.occurred_at_unix_s);
         out.put_u16(r.local_date_days);
-        out.put_i64(if self.reason.is_empty() { r.amount_fen } else { 0 });
+        out.put_i64(if self.reason.is_empty() {
+            r.amount_fen
+        } else {
+            0
+        });
     }
 }
 
@@ -119,7 +123,10 @@ pub async fn decision_at(
          WHERE ledger_partition = {ledger_partition} AND ledger_offset = {ledger_offset} LIMIT 1"
     ));
     let rows: Vec<At> = store.fetch_all(&statement).await?;
-    Ok(rows.into_iter().next().map(|a| (a.topic, a.partition, a.offset)))
+    Ok(rows
+        .into_iter()
+        .next()
+        .map(|a| (a.topic, a.partition, a.offset)))
 }
 
 /// One stored unit of a units-topic partition, for restoring the ledger state.

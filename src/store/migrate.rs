@@ -284,7 +284,10 @@ mod tests {
     fn the_views_take_the_policy_numbers_from_policy_rs_and_hold_no_literal_copy() {
         // Proves: every `{policy.…}` placeholder is filled, the filled SQL holds the numbers
         // of src/policy.rs, and the file itself repeats none of them.
-        let views_migration = MIGRATIONS.iter().find(|m| m.name == "0002_views.sql").unwrap();
+        let views_migration = MIGRATIONS
+            .iter()
+            .find(|m| m.name == "0002_views.sql")
+            .unwrap();
         let template = views_migration.template;
         let views = views_migration.sql();
         for statement in statements(&views) {

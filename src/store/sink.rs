@@ -116,7 +116,10 @@ impl Sink {
             if range.is_empty() {
                 continue;
             }
-            let error = match self.insert_once_each(batch, &rows, range.clone(), &mut written).await {
+            let error = match self
+                .insert_once_each(batch, &rows, range.clone(), &mut written)
+                .await
+            {
                 Ok(()) => continue,
                 Err(error @ StoreError::Query { .. }) => error,
                 Err(other) => return Err(other),
@@ -148,10 +151,21 @@ impl Sink {
         let mut body = rows.slice(batch.byte_range(range.clone()));
         let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
         loop {
-            match insert_rows(&self.store, self.table.name, self.table.columns, body.clone()).await {
+            match insert_rows(
+                &self.store,
+                self.table.name,
+                self.table.columns,
+                body.clone(),
+            )
+            .await
+            {
                 Ok(()) => {
                     if backoff.failures > 0 {
-                        tracing::info!(message = "ClickHouse insert succeeded after retries.", table = self.table.name, attempts = backoff.failures + 1);
+                        tracing::info!(
+                            message = "ClickHouse insert succeeded after retries.",
+                            table = self.table.name,
+                            attempts = backoff.failures + 1
+                        );
                     }
                     return Ok(());
                 }
@@ -222,10 +236,21 @@ impl Sink {
         Ok((!body.is_empty()).then(|| Bytes::from(body)))
     }
 
-    async fn insert_with_retry(&self, row: &Bytes, written: &mut Written) -> Result<(), StoreError> {
+    async fn insert_with_retry(
+        &self,
+        row: &Bytes,
+        written: &mut Written,
+    ) -> Result<(), StoreError> {
         let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
         loop {
-            match insert_rows(&self.store, self.table.name, self.table.columns, row.clone()).await {
+            match insert_rows(
+                &self.store,
+                self.table.name,
+                self.table.columns,
+                row.clone(),
+            )
+            .await
+            {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_retryable() => match backoff.next_wait() {
                     Some(wait) => {

@@ -135,7 +135,10 @@ impl World {
             .env("SUBSIDY_GROUP_ID", &self.group_id)
             .env("SUBSIDY_DLQ_TOPIC", &self.dlq_topic)
             // The ledger state lives under the temp dir, one subdirectory per database.
-            .env("SUBSIDY_STATE_DIR", std::env::temp_dir().join("subsidy-test-state"))
+            .env(
+                "SUBSIDY_STATE_DIR",
+                std::env::temp_dir().join("subsidy-test-state"),
+            )
             .env("SUBSIDY_LOG", "info")
             .stdin(std::process::Stdio::null());
         command
