@@ -501,7 +501,10 @@ fn ledger_poll_loop(
             if !changes.revoked.is_empty() && !batch.is_empty() {
                 // Not shipped, so not durable: its records are read again by whoever owns
                 // them next (the new owner resumes after what ClickHouse holds).
-                tracing::info!(message = "Dropping an unshipped ledger batch of revoked partitions.", rows = batch.len());
+                tracing::info!(
+                    message = "Dropping an unshipped ledger batch of revoked partitions.",
+                    rows = batch.len()
+                );
                 batch = DecisionBatch::default();
             }
             for (topic, partition) in changes.revoked {
