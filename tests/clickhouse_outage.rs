@@ -160,6 +160,18 @@ impl PrivateClickHouse {
         (rows[0][1].parse().unwrap(), rows[0][0].parse().unwrap())
     }
 
+    /// Messages decided for good: units in `ledger` plus rows of `rejected_events` (an
+    /// admitted message counts once the ledger stage decided it).
+    async fn decided(&self, world: &World) -> u64 {
+        let rows = self
+            .query(
+                world,
+                "SELECT toString((SELECT count() FROM {db}.ledger) + (SELECT count() FROM {db}.rejected_events))",
+            )
+            .await;
+        rows[0][0].parse().unwrap()
+    }
+
     /// The binary with the world's environment, talking to this server.
     fn command(&self, world: &World) -> Command {
         let mut command = world.command();
@@ -476,7 +488,7 @@ async fn clickhouse_down_mid_stream_is_survived_with_exact_totals() {
         if resumed_after.is_none() && distinct > after_restart {
             resumed_after = Some(up_since.elapsed());
         }
-        if distinct >= produced {
+        if distinct >= produced && server.decided(&world).await >= produced {
             break (distinct, rows);
         }
         assert_alive(&mut run.0, &stderr_log, "after ClickHouse came back");

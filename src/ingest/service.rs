@@ -209,13 +209,16 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
 
     let lookup_store = store.clone();
     let lookup_handle = handle.clone();
+    let admit_batches = Arc::new(InFlight::default());
+    let admit_drain = admit_batches.clone();
     let context = IngestContext::new(
         Box::new(move |topic, partition| {
             lookup_handle.block_on(resume_offset(&lookup_store, topic, partition as u32))
         }),
         shutdown.clone(),
         settings.retry_backoff_max,
-    );
+    )
+    .with_drain(Box::new(move || admit_drain.wait_all_flushed()));
     let consumer = Arc::new(settings.kafka.ingest_consumer(context)?);
     let topic_refs: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer
@@ -244,9 +247,12 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         routed_high: routed_high.clone(),
     };
     let flusher_shutdown = shutdown.clone();
+    let admit_flushed = admit_batches.clone();
     let flusher_task = tokio::spawn(async move {
         while let Some(batch) = batch_rx.recv().await {
-            if let Err(error) = flusher.flush(batch).await {
+            let result = flusher.flush(batch).await;
+            admit_flushed.flushed.fetch_add(1, Ordering::AcqRel);
+            if let Err(error) = result {
                 // Stop the poll loop; what was not flushed is re-read on the next start.
                 flusher_shutdown.store(true, Ordering::Relaxed);
                 return Err(error);
@@ -260,6 +266,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let loop_stats = stats.clone();
     let loop_shutdown = shutdown.clone();
     let loop_settings = settings.clone();
+    let loop_admit_batches = admit_batches.clone();
     let poll_thread = tokio::task::spawn_blocking(move || {
         poll_loop(
             &loop_consumer,
@@ -268,6 +275,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
             &loop_settings,
             &loop_stats,
             &loop_shutdown,
+            &loop_admit_batches,
         )
     });
     let poll_result = poll_thread
@@ -310,6 +318,7 @@ fn poll_loop(
     settings: &RunSettings,
     stats: &Stats,
     shutdown: &AtomicBool,
+    in_flight: &InFlight,
 ) -> Result<(), RunError> {
     let batch_capacity = settings.limits.bytes_max.min(64 << 20);
     let mut batch = Batch::with_capacity(batch_capacity);
@@ -323,7 +332,17 @@ fn poll_loop(
             crate::crash::reached("during_shutdown");
             break;
         }
+        let poll_started = Instant::now();
+        let polled = consumer.poll(POLL_TIMEOUT);
+        poll_wait += poll_started.elapsed();
+        // After the poll, which runs the rebalance callbacks: a revocation drained the
+        // shipped batches; the unshipped one is dropped, as nothing of it is durable or
+        // routed yet, and its messages are read again from where ClickHouse says.
         if let Some(changes) = consumer.context().take_changes() {
+            if !changes.revoked.is_empty() && !batch.is_empty() {
+                tracing::info!(message = "Dropping an unshipped batch of revoked partitions.", rows = batch.len());
+                batch = Batch::with_capacity(batch_capacity);
+            }
             for (topic, partition) in changes.revoked {
                 if let Some(partitions) = positions.get_mut(&topic) {
                     partitions.remove(&partition);
@@ -337,9 +356,6 @@ fn poll_loop(
                 };
             }
         }
-        let poll_started = Instant::now();
-        let polled = consumer.poll(POLL_TIMEOUT);
-        poll_wait += poll_started.elapsed();
         match polled {
             None => {
                 if settings.until_caught_up
@@ -388,17 +404,17 @@ fn poll_loop(
                 crate::crash::reached("mid_batch");
                 if batch.is_full(&settings.limits) {
                     let ship_started = Instant::now();
-                    ship(&mut batch, batch_tx, batch_capacity)?;
+                    ship(&mut batch, batch_tx, batch_capacity, in_flight)?;
                     ship_wait += ship_started.elapsed();
                 }
             }
         }
         if batch.is_due(&settings.limits) {
-            ship(&mut batch, batch_tx, batch_capacity)?;
+            ship(&mut batch, batch_tx, batch_capacity, in_flight)?;
         }
     }
     if !batch.is_empty() {
-        ship(&mut batch, batch_tx, batch_capacity)?;
+        ship(&mut batch, batch_tx, batch_capacity, in_flight)?;
     }
     tracing::debug!(
         message = "Poll loop done.",
@@ -414,11 +430,13 @@ fn ship(
     batch: &mut Batch,
     batch_tx: &mpsc::Sender<Batch>,
     capacity: usize,
+    in_flight: &InFlight,
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
     }
     let full = std::mem::replace(batch, Batch::with_capacity(capacity));
+    in_flight.shipped.fetch_add(1, Ordering::AcqRel);
     batch_tx
         .blocking_send(full)
         .map_err(|_| RunError::FlusherGone("flusher stopped; see the error above".into()))

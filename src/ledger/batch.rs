@@ -153,22 +153,19 @@ impl DecisionBatch {
         (units, rejected)
     }
 
-    /// What to commit to the state once the rows are durable: the new units (less the
-    /// refused rows') and, per partition with rows, the mark after its last row.
-    pub fn commit_set(
-        &self,
-        refused: &[usize],
-    ) -> (Vec<PendingUnit>, Vec<PendingUnit>, Vec<(i32, Mark)>) {
-        let mut paid = Vec::with_capacity(self.units.len());
-        let mut forgotten = Vec::new();
+    /// What to commit to the state once the rows are durable.
+    pub fn commit_set(&self, refused: &[usize]) -> CommitSet {
+        let mut set = CommitSet::default();
         let mut marks: BTreeMap<i32, Mark> = BTreeMap::new();
         for (index, meta) in self.meta.iter().enumerate() {
-            if let Some(unit) = meta.unit {
-                if refused.contains(&index) {
-                    forgotten.push(self.units[unit]);
-                } else {
-                    paid.push(self.units[unit]);
-                }
+            let is_refused = refused.contains(&index);
+            match meta.unit {
+                Some(unit) if is_refused => set.forgotten.push(self.units[unit]),
+                Some(unit) => set.paid.push(self.units[unit]),
+                None => {}
+            }
+            if is_refused || meta.unit.is_none() {
+                set.others.push((meta.ledger_partition as i32, meta.source));
             }
             marks.insert(
                 meta.ledger_partition as i32,
@@ -178,8 +175,22 @@ impl DecisionBatch {
                 },
             );
         }
-        (paid, forgotten, marks.into_iter().collect())
+        set.marks = marks.into_iter().collect();
+        set
     }
+}
+
+/// What a durable batch commits to the ledger state.
+#[derive(Debug, Default)]
+pub struct CommitSet {
+    /// New units, to store.
+    pub paid: Vec<PendingUnit>,
+    /// New units whose rows ClickHouse refused: they paid nothing.
+    pub forgotten: Vec<PendingUnit>,
+    /// Sources decided as something other than a unit (duplicates, refused rows).
+    pub others: Vec<(i32, PackedSource)>,
+    /// Per partition with rows, the mark after its last row.
+    pub marks: Vec<(i32, Mark)>,
 }
 
 impl RowBatch for DecisionBatch {

@@ -123,6 +123,7 @@ pub async fn restore(
         return Ok(Some(resume));
     }
     let mut chunk: Vec<PendingUnit> = Vec::with_capacity(RESTORE_CHUNK_UNITS);
+    let mut others: Vec<(i32, PackedSource)> = Vec::new();
     let mut restored = 0u64;
     let mut failure: Option<StateError> = None;
     let rows = for_each_unit_since(store, partition as u32, from, |row| {
@@ -140,21 +141,27 @@ pub async fn restore(
                 return;
             }
         };
-        chunk.push(PendingUnit {
-            partition,
-            key: key_hash(program, &row.unit_key),
-            source: PackedSource {
-                topic_id,
-                partition: row.partition,
-                offset: row.offset,
-            },
-        });
-        if chunk.len() >= RESTORE_CHUNK_UNITS {
+        let source = PackedSource {
+            topic_id,
+            partition: row.partition,
+            offset: row.offset,
+        };
+        if row.reason.is_empty() {
+            chunk.push(PendingUnit {
+                partition,
+                key: key_hash(program, &row.unit_key),
+                source,
+            });
+        } else {
+            others.push((partition, source));
+        }
+        if chunk.len() + others.len() >= RESTORE_CHUNK_UNITS {
             restored += chunk.len() as u64;
-            if let Err(error) = guard.commit(&chunk, &[]) {
+            if let Err(error) = guard.commit(&chunk, &others, &[]) {
                 failure = Some(error);
             }
             chunk.clear();
+            others.clear();
         }
     })
     .await?;
@@ -172,7 +179,7 @@ pub async fn restore(
             offset: last.source_offset,
         },
     };
-    guard.commit(&chunk, &[(partition, mark)])?;
+    guard.commit(&chunk, &others, &[(partition, mark)])?;
     tracing::info!(
         message = "Ledger state restored from ClickHouse.",
         partition,
@@ -325,13 +332,13 @@ impl LedgerFlusher {
             .insert_retries
             .fetch_add(written.retries, Ordering::Relaxed);
         crate::crash::reached("ledger_after_insert");
-        let (paid, forgotten, marks) = batch.commit_set(&written.refused);
+        let set = batch.commit_set(&written.refused);
         {
             let mut state = self.state.lock().expect("ledger state poisoned");
-            for unit in &forgotten {
+            for unit in &set.forgotten {
                 state.forget_pending(unit.key);
             }
-            state.commit(&paid, &marks)?;
+            state.commit(&set.paid, &set.others, &set.marks)?;
         }
         crate::crash::reached("ledger_after_state");
         let (units, rejected) = batch.tally(&written.refused);

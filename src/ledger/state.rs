@@ -113,6 +113,12 @@ pub struct LedgerState {
     topics: Vec<String>,
     /// Decided new, not yet durable in ClickHouse and the store.
     pending: HashMap<u128, PackedSource>,
+    /// Sources decided as something other than a unit (a `duplicate`, `storage_refused`),
+    /// not yet durable: (units-topic partition, source).
+    pending_others: std::collections::HashSet<(i32, [u8; 16])>,
+    /// Open `decided-{p}` partitions: the sources decided as something other than a unit,
+    /// so a second copy of such a record is recognised too.
+    others: HashMap<i32, PartitionHandle>,
 }
 
 impl LedgerState {
@@ -156,6 +162,8 @@ impl LedgerState {
             partitions: HashMap::new(),
             topics,
             pending: HashMap::new(),
+            pending_others: std::collections::HashSet::new(),
+            others: HashMap::new(),
         })
     }
 
@@ -179,6 +187,31 @@ impl LedgerState {
             .map_err(self.err())?;
         self.partitions.insert(partition, handle.clone());
         Ok(handle)
+    }
+
+    fn others_partition(&mut self, partition: i32) -> Result<PartitionHandle, StateError> {
+        if let Some(handle) = self.others.get(&partition) {
+            return Ok(handle.clone());
+        }
+        let options = PartitionCreateOptions::default()
+            .max_memtable_size(MEMTABLE_BYTES / 4)
+            .bloom_filter_bits(Some(10));
+        let handle = self
+            .keyspace
+            .open_partition(&format!("decided-{partition}"), options)
+            .map_err(self.err())?;
+        self.others.insert(partition, handle.clone());
+        Ok(handle)
+    }
+
+    /// Returns true if and only if `source` was decided as something other than a unit.
+    fn decided_other(&mut self, partition: i32, source: PackedSource) -> Result<bool, StateError> {
+        let bytes = source.to_bytes();
+        if self.pending_others.contains(&(partition, bytes)) {
+            return Ok(true);
+        }
+        let handle = self.others_partition(partition)?;
+        handle.contains_key(bytes).map_err(self.err())
     }
 
     /// The interned id of a topic name, persisting a new one.
@@ -229,17 +262,24 @@ impl LedgerState {
             }
         };
         Ok(match existing {
+            // A second copy of a record whose unit row ClickHouse refused pays nothing either.
+            None if self.decided_other(partition, source)? => Seen::SameMessage,
             None => {
                 self.pending.insert(key, source);
                 Seen::New
             }
             Some(existing) if existing == source => Seen::SameMessage,
-            Some(existing) => Seen::DuplicateOf(format!(
-                "{}/{}/{}",
-                self.topic_name(existing.topic_id),
-                existing.partition,
-                existing.offset
-            )),
+            // A second copy of a record decided as a duplicate before is not a new one.
+            Some(_) if self.decided_other(partition, source)? => Seen::SameMessage,
+            Some(existing) => {
+                self.record_other(partition, source);
+                Seen::DuplicateOf(format!(
+                    "{}/{}/{}",
+                    self.topic_name(existing.topic_id),
+                    existing.partition,
+                    existing.offset
+                ))
+            }
         })
     }
 
@@ -248,11 +288,17 @@ impl LedgerState {
         self.pending.remove(&key);
     }
 
+    /// Records, pending, that `source` was decided as something other than a unit.
+    pub fn record_other(&mut self, partition: i32, source: PackedSource) {
+        self.pending_others.insert((partition, source.to_bytes()));
+    }
+
     /// Makes a durable batch's new units and marks durable in the store, in one atomic
     /// write, and drops them from the overlay. Call only after ClickHouse holds the rows.
     pub fn commit(
         &mut self,
         units: &[PendingUnit],
+        others: &[(i32, PackedSource)],
         marks: &[(i32, Mark)],
     ) -> Result<(), StateError> {
         let mut batch = self.keyspace.batch();
@@ -260,12 +306,19 @@ impl LedgerState {
             let handle = self.partition(unit.partition)?;
             batch.insert(&handle, unit.key.to_be_bytes(), unit.source.to_bytes());
         }
+        for (partition, source) in others {
+            let handle = self.others_partition(*partition)?;
+            batch.insert(&handle, source.to_bytes(), []);
+        }
         for (partition, mark) in marks {
             batch.insert(&self.meta, format!("mark/{partition}"), mark.to_bytes());
         }
         batch.commit().map_err(self.err())?;
         for unit in units {
             self.pending.remove(&unit.key);
+        }
+        for (partition, source) in others {
+            self.pending_others.remove(&(*partition, source.to_bytes()));
         }
         Ok(())
     }
@@ -275,6 +328,9 @@ impl LedgerState {
         let handle = self.partition(partition)?;
         self.partitions.remove(&partition);
         self.keyspace.delete_partition(handle).map_err(self.err())?;
+        let others = self.others_partition(partition)?;
+        self.others.remove(&partition);
+        self.keyspace.delete_partition(others).map_err(self.err())?;
         self.meta
             .remove(format!("mark/{partition}"))
             .map_err(self.err())?;
@@ -342,13 +398,18 @@ mod tests {
                 key: 7,
                 source: source(5),
             };
-            state.commit(&[unit], &[(3, mark)]).unwrap();
+            state.commit(&[unit], &[(3, source(9))], &[(3, mark)]).unwrap();
         }
         let mut state = LedgerState::open(dir.path()).unwrap();
         assert_eq!(state.topic_name(0), "raw");
         assert_eq!(state.mark(3).unwrap().unwrap().next_offset, 1);
+        // A second copy of the duplicate at offset 9 was decided already.
         assert_eq!(
             state.check_and_record(3, 7, source(9)).unwrap(),
+            Seen::SameMessage
+        );
+        assert_eq!(
+            state.check_and_record(3, 7, source(10)).unwrap(),
             Seen::DuplicateOf("raw/1/5".into())
         );
         // Key 8 was only pending: gone, as ClickHouse never got it either.

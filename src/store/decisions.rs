@@ -133,6 +133,8 @@ pub async fn decision_at(
 #[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
 pub struct StoredDecision {
     pub ledger_offset: u64,
+    /// `''` for a unit, else the rejection.
+    pub reason: String,
     pub program: String,
     pub unit_key: String,
     pub topic: String,
@@ -140,7 +142,7 @@ pub struct StoredDecision {
     pub offset: u64,
 }
 
-/// Streams the units (`reason = ''`) of a units-topic partition from `from_offset` on.
+/// Streams the decisions of a units-topic partition from `from_offset` on.
 pub async fn for_each_unit_since(
     store: &Store,
     ledger_partition: u32,
@@ -148,10 +150,10 @@ pub async fn for_each_unit_since(
     mut visit: impl FnMut(StoredDecision),
 ) -> Result<u64, StoreError> {
     let statement = store.sql(&format!(
-        "SELECT ledger_offset AS ledger_offset, program AS program, unit_key AS unit_key, \
+        "SELECT ledger_offset AS ledger_offset, reason AS reason, program AS program, unit_key AS unit_key, \
                 topic AS topic, `partition` AS `partition`, `offset` AS `offset` \
          FROM {{db}}.unit_decisions \
-         WHERE ledger_partition = {ledger_partition} AND ledger_offset >= {from_offset} AND reason = ''"
+         WHERE ledger_partition = {ledger_partition} AND ledger_offset >= {from_offset}"
     ));
     let mut cursor = store
         .client()
