@@ -128,9 +128,14 @@ pub enum Command {
     Run(RunArgs),
     /// List the named crash points (one per line) for `SUBSIDY_CRASH_AT`.
     CrashPoints,
-    /// Check per topic and partition that messages = units + rejected rows, without gaps;
-    /// exits 1 if any partition does not balance.
+    /// Check per topic and partition that messages = units + rejected rows, without gaps,
+    /// and that the monthly aggregates equal a recompute from the ledger; exits 1 if not.
     Conservation(ConservationArgs),
+    /// Repairs for operators.
+    Repair {
+        #[command(subcommand)]
+        command: RepairCommand,
+    },
     /// Generate a realistic sample feed (reference CSVs and events) and optionally produce it.
     Sample(SampleArgs),
     /// End-to-end benchmark against a bare consumer: events/s, ratio and peak RSS.
@@ -156,12 +161,20 @@ impl Command {
             | Command::Refdata { .. }
             | Command::CrashPoints
             | Command::Conservation(_)
+            | Command::Repair { .. }
             | Command::Report { .. } => "warn",
         }
     }
 }
 
 /// `refdata` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Make the `monthly_nominal` aggregates equal a recompute from the ledger, cell by
+    /// cell, by adding the differences (run it while no `run` is writing).
+    Aggregates,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RefdataCommand {
     /// Validate CSV files and store them as the current reference data. Every given file
@@ -554,13 +567,45 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 settle: Duration::from_millis(args.settle_ms),
             };
             let balances = crate::conservation::check(&store, &options).await?;
+            let cells = crate::store::aggregates::differences(&store).await?;
             if args.json {
-                println!("{}", serde_json::to_string(&balances)?);
+                println!(
+                    "{}",
+                    serde_json::json!({"partitions": balances, "aggregate_differences": cells})
+                );
             } else {
                 print!("{}", crate::conservation::render(&balances));
+                print!("{}", crate::conservation::render_aggregates(&cells));
             }
             if balances.iter().any(|b| !b.is_ok()) {
                 bail!("conservation check failed: see the partitions marked NO, BEHIND or STUCK");
+            }
+            if !cells.is_empty() {
+                bail!("conservation check failed: {} aggregate cell(s) differ from the ledger; run `subsidy-ingester repair aggregates`", cells.len());
+            }
+            Ok(())
+        }
+        Command::Repair {
+            command: RepairCommand::Aggregates,
+        } => {
+            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            migrate::ensure_migrated(&store).await?;
+            let cells = crate::store::aggregates::repair(&store).await?;
+            println!(
+                "database {}: {} aggregate cell(s) corrected (ledger − aggregates added):",
+                store.database(),
+                cells.len()
+            );
+            for cell in &cells {
+                println!(
+                    "  {}  {}  {}  {}  units {:+}  nominal {}",
+                    crate::store::outcomes::date_from_days(cell.month),
+                    cell.program,
+                    cell.recipient_id,
+                    cell.district_code,
+                    cell.units_missing,
+                    crate::policy::fen_to_yuan(cell.fen_missing)
+                );
             }
             Ok(())
         }

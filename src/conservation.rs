@@ -341,6 +341,31 @@ fn kafka_error(what: &str, error: &KafkaError) -> ConservationError {
     }
 }
 
+/// The aggregate check's verdict, with every cell that differs.
+pub fn render_aggregates(cells: &[crate::store::aggregates::CellDifference]) -> String {
+    use std::fmt::Write;
+    if cells.is_empty() {
+        return "aggregates: every monthly cell equals a recompute from the ledger\n".into();
+    }
+    let mut out = format!(
+        "aggregates: {} cell(s) differ from the ledger (ledger − aggregates):\n",
+        cells.len()
+    );
+    for cell in cells {
+        let _ = writeln!(
+            out,
+            "  {}  {}  {}  {}  units {:+}  nominal {}",
+            crate::store::outcomes::date_from_days(cell.month),
+            cell.program,
+            cell.recipient_id,
+            cell.district_code,
+            cell.units_missing,
+            crate::policy::fen_to_yuan(cell.fen_missing)
+        );
+    }
+    out
+}
+
 /// The balances as an aligned table with a verdict line.
 pub fn render(balances: &[PartitionBalance]) -> String {
     let mut out = format!(

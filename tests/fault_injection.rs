@@ -394,9 +394,22 @@ fn spawn_run(
     let stderr = File::create(logs.join(format!("{label}.log"))).unwrap();
     let stdout = File::create(logs.join(format!("{label}.out"))).unwrap();
     let mut command = world.command();
+    // Each instance (A1 and A2 are one instance restarted) has its own ledger state, as
+    // on separate machines; the crash test's restarts share one.
+    let instance = label
+        .chars()
+        .next()
+        .filter(char::is_ascii_alphabetic)
+        .map_or("main".to_string(), |c| c.to_string());
     command
         .arg("run")
         .args(args)
+        .env(
+            "SUBSIDY_STATE_DIR",
+            std::env::temp_dir()
+                .join("subsidy-test-state")
+                .join(format!("{}-{instance}", world.database)),
+        )
         .env("NO_COLOR", "1")
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));

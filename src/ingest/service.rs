@@ -340,7 +340,10 @@ fn poll_loop(
         // routed yet, and its messages are read again from where ClickHouse says.
         if let Some(changes) = consumer.context().take_changes() {
             if !changes.revoked.is_empty() && !batch.is_empty() {
-                tracing::info!(message = "Dropping an unshipped batch of revoked partitions.", rows = batch.len());
+                tracing::info!(
+                    message = "Dropping an unshipped batch of revoked partitions.",
+                    rows = batch.len()
+                );
                 batch = Batch::with_capacity(batch_capacity);
             }
             for (topic, partition) in changes.revoked {

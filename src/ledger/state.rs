@@ -36,11 +36,13 @@ const JOURNAL_BYTES_MAX: u64 = 256 << 20;
 pub enum StateError {
     #[error("ledger state in {dir}: {source}; check the disk, or delete the directory to rebuild it from ClickHouse")]
     Store { dir: PathBuf, source: fjall::Error },
-    #[error("ledger state in {dir}: cannot create the directory: {source}")]
+    #[error("ledger state in {dir}: cannot create or lock the directory: {source}")]
     Dir {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("ledger state in {dir} is in use by another running instance; give every instance its own --state-dir (SUBSIDY_STATE_DIR)")]
+    InUse { dir: PathBuf },
 }
 
 /// A source packed as stored: interned topic id, partition, offset.
@@ -107,6 +109,9 @@ pub struct PendingUnit {
 /// The dedup state of the partitions this instance owns.
 pub struct LedgerState {
     dir: PathBuf,
+    /// Held (an exclusive lock) while this process uses the directory: two processes
+    /// writing one store would corrupt it.
+    _lock: std::fs::File,
     keyspace: Keyspace,
     meta: PartitionHandle,
     partitions: HashMap<i32, PartitionHandle>,
@@ -128,6 +133,29 @@ impl LedgerState {
             dir: dir.to_path_buf(),
             source,
         })?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK.subsidy"))
+            .map_err(|source| StateError::Dir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::InUse {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StateError::Dir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
         let err = |source| StateError::Store {
             dir: dir.to_path_buf(),
             source,
@@ -157,6 +185,7 @@ impl LedgerState {
         }
         Ok(LedgerState {
             dir: dir.to_path_buf(),
+            _lock: lock,
             keyspace,
             meta,
             partitions: HashMap::new(),
@@ -374,6 +403,18 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_is_used_by_one_state_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LedgerState::open(dir.path()).unwrap();
+        assert!(matches!(
+            LedgerState::open(dir.path()),
+            Err(StateError::InUse { .. })
+        ));
+        drop(first);
+        LedgerState::open(dir.path()).unwrap();
+    }
+
+    #[test]
     fn decisions_survive_a_reopen_only_once_committed() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -398,7 +439,9 @@ mod tests {
                 key: 7,
                 source: source(5),
             };
-            state.commit(&[unit], &[(3, source(9))], &[(3, mark)]).unwrap();
+            state
+                .commit(&[unit], &[(3, source(9))], &[(3, mark)])
+                .unwrap();
         }
         let mut state = LedgerState::open(dir.path()).unwrap();
         assert_eq!(state.topic_name(0), "raw");

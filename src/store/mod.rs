@@ -1,5 +1,6 @@
 //! ClickHouse: the durable side of the pipeline.
 //!
+//! - [`aggregates`]: `monthly_nominal` against a recompute from the ledger; the repair.
 //! - [`client`]: connecting, server version detection, the one place that decides retry.
 //! - [`migrate`]: applies `schemas/clickhouse/*.sql` once each, idempotently.
 //! - [`rowbinary`]: a small RowBinary encoder for the hot insert path.
@@ -8,6 +9,7 @@
 //! - [`sink`]: the one write path: bounded retries, no row twice, poison isolation.
 //! - [`refdata_store`]: reference data snapshots (`refdata load`, read by `run`).
 
+pub mod aggregates;
 pub mod client;
 pub mod decisions;
 pub mod migrate;
