@@ -29,8 +29,33 @@ pub struct BenchSettings {
     pub store: StoreConfig,
     /// Keep the scratch database for inspection.
     pub keep: bool,
+    /// Units of history to seed first (0: none).
+    pub history_units: u64,
     /// The `subsidy-ingester` binary to run as the ingester.
     pub ingester_exe: PathBuf,
+}
+
+/// Measurements on top of seeded history (`--history-units`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryReport {
+    pub units: u64,
+    pub messages: u64,
+    pub seed_seconds: f64,
+    /// `report monthly --year 2024 --by program`, wall time of the command.
+    pub report_monthly_year_seconds: f64,
+    /// `subsidy_funding_monthly` for one month.
+    pub funding_month_seconds: f64,
+    /// `rejected_events` by reason for one month.
+    pub rejected_month_by_reason_seconds: f64,
+    /// Every analyst query above ran with `max_memory_usage` at this limit and succeeded.
+    pub query_memory_limit_mib: u64,
+    /// First start on the history: the ledger state rebuilt from ClickHouse, to the first
+    /// consumed message.
+    pub cold_start_seconds: f64,
+    /// A restart with the state on disk, to the first consumed message.
+    pub restart_seconds: f64,
+    /// The ledger state's size on disk after the first run.
+    pub state_disk_mib: f64,
 }
 
 /// The measurements.
@@ -46,7 +71,13 @@ pub struct BenchReport {
     pub accepted: u64,
     pub rejected: u64,
     pub database: String,
+    pub history: Option<HistoryReport>,
 }
+
+/// Per-query memory limit the history benchmark's analyst queries run under (1 GiB).
+const QUERY_MEMORY_LIMIT_BYTES: u64 = 1 << 30;
+/// Events of the restart measurement's small feed.
+const RESTART_EVENTS: usize = 10_000;
 
 /// Runs the benchmark and returns its report.
 pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
@@ -95,6 +126,53 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
     )
     .await?;
 
+    let units_partitions = crate::route::UNITS_PARTITIONS_DEFAULT;
+    let seeded = if settings.history_units > 0 {
+        eprintln!(
+            "bench: seeding {} units of history…",
+            settings.history_units
+        );
+        let firms: Vec<(String, String)> = generated
+            .firms
+            .iter()
+            .map(|f| (f.firm_id.clone(), f.district_code.clone()))
+            .collect();
+        let outlets: Vec<(String, String)> = generated
+            .outlets
+            .iter()
+            .map(|o| (o.outlet_id.clone(), o.district_code.clone()))
+            .collect();
+        let recipients = crate::bench_history::Recipients {
+            firms: &firms,
+            outlets: &outlets,
+        };
+        let history_topic = format!("{tag}.history");
+        let seeded = crate::bench_history::seed(
+            &store,
+            settings.history_units,
+            units_partitions,
+            &history_topic,
+            &recipients,
+        )
+        .await?;
+        let units_topic = crate::route::default_units_topic(&tag);
+        settings
+            .kafka
+            .ensure_topics(&[units_topic.as_str()], units_partitions as i32)
+            .await?;
+        let brokers = settings.kafka.brokers.clone();
+        let counts = seeded.decisions_per_partition[..units_partitions as usize].to_vec();
+        let filled = tokio::task::spawn_blocking(move || {
+            crate::bench_history::fill_units_topic(&brokers, &units_topic, &counts)
+        })
+        .await??;
+        eprintln!("bench: units topic filled to the seeded offsets ({filled} records)");
+        Some(seeded)
+    } else {
+        None
+    };
+    let state_dir = std::env::temp_dir().join("subsidy-bench-state");
+
     eprintln!(
         "bench: producing to {} partitions per topic…",
         settings.partitions
@@ -110,28 +188,8 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
 
     eprintln!("bench: ingester…");
     let started = Instant::now();
-    let output = tokio::process::Command::new(&settings.ingester_exe)
-        .arg("run")
-        .arg("--until-caught-up")
-        .env("SUBSIDY_CLICKHOUSE_URL", &store_config.url)
-        .env("SUBSIDY_CLICKHOUSE_DATABASE", &tag)
-        .env("SUBSIDY_KAFKA_BROKERS", &settings.kafka.brokers)
-        .env("SUBSIDY_TOPICS", topic_list.join(","))
-        .env("SUBSIDY_GROUP_ID", format!("{tag}-ingest"))
-        .env("SUBSIDY_DLQ_TOPIC", format!("{tag}.rejected"))
-        .env("SUBSIDY_LOG", "warn")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .context("cannot start the ingester child process")?;
+    let summary = run_ingester(settings, &store_config, &tag, &topic_list, &state_dir).await?;
     let wall = started.elapsed();
-    if !output.status.success() {
-        bail!("ingester exited with {}", output.status);
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: RunSummary = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .with_context(|| format!("unreadable ingester summary: {stdout}"))?;
     if (summary.accepted + summary.rejected) as usize != settings.events {
         bail!(
             "ingester landed {} + {} messages, expected {}",
@@ -140,6 +198,68 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
             settings.events
         );
     }
+    let history = match seeded {
+        None => None,
+        Some(seeded) => {
+            let state_disk_mib = dir_bytes(&state_dir.join(&tag)) as f64 / (1 << 20) as f64;
+            eprintln!("bench: analyst queries on the history…");
+            let report_started = Instant::now();
+            let report = tokio::process::Command::new(&settings.ingester_exe)
+                .args(["report", "monthly", "--year", "2024", "--by", "program"])
+                .env("SUBSIDY_CLICKHOUSE_URL", &store_config.url)
+                .env("SUBSIDY_CLICKHOUSE_DATABASE", &tag)
+                .stdin(Stdio::null())
+                .output()
+                .await?;
+            let report_seconds = report_started.elapsed().as_secs_f64();
+            if !report.status.success() {
+                bail!("report failed: {}", String::from_utf8_lossy(&report.stderr));
+            }
+            let limited = format!(" SETTINGS max_memory_usage = {QUERY_MEMORY_LIMIT_BYTES}");
+            let funding_seconds = timed(
+                &store,
+                &format!("SELECT sum(granted_fen), sum(district_share_fen) FROM {tag}.subsidy_funding_monthly_fen WHERE month = '2024-03-01'{limited}"),
+            )
+            .await?;
+            let rejected_seconds = timed(
+                &store,
+                &format!("SELECT reason, count() FROM {tag}.rejected_events WHERE received_at >= toDateTime('2024-03-01 00:00:00') AND received_at < toDateTime('2024-04-01 00:00:00') GROUP BY reason{limited}"),
+            )
+            .await?;
+            let _ = timed(
+                &store,
+                &format!("SELECT month, program, sum(granted) FROM {tag}.subsidy_monthly WHERE toYear(month) = 2024 GROUP BY month, program{limited}"),
+            )
+            .await?;
+            eprintln!("bench: restart with the state on disk…");
+            let restart_config = SampleConfig {
+                seed: settings.seed + 1,
+                events: RESTART_EVENTS,
+                topics: SampleTopics {
+                    takeout: topic_list[0].clone(),
+                    import: topic_list[1].clone(),
+                    rural: topic_list[2].clone(),
+                },
+                ..SampleConfig::default()
+            };
+            let restart_feed = sample::generate(&restart_config);
+            feed::produce(&settings.kafka, &restart_feed.messages, settings.partitions).await?;
+            let restarted =
+                run_ingester(settings, &store_config, &tag, &topic_list, &state_dir).await?;
+            Some(HistoryReport {
+                units: seeded.units,
+                messages: seeded.messages,
+                seed_seconds: round1(seeded.seconds),
+                report_monthly_year_seconds: round3(report_seconds),
+                funding_month_seconds: round3(funding_seconds),
+                rejected_month_by_reason_seconds: round3(rejected_seconds),
+                query_memory_limit_mib: QUERY_MEMORY_LIMIT_BYTES >> 20,
+                cold_start_seconds: round3(summary.first_message_after_ms as f64 / 1000.0),
+                restart_seconds: round3(restarted.first_message_after_ms as f64 / 1000.0),
+                state_disk_mib: round1(state_disk_mib),
+            })
+        }
+    };
     if !settings.keep {
         store
             .execute(&format!("DROP DATABASE IF EXISTS {tag}"))
@@ -162,7 +282,69 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
         accepted: summary.accepted,
         rejected: summary.rejected,
         database: tag,
+        history,
     })
+}
+
+/// Runs `subsidy-ingester run --until-caught-up` as a child and returns its summary.
+async fn run_ingester(
+    settings: &BenchSettings,
+    store_config: &StoreConfig,
+    tag: &str,
+    topic_list: &[String],
+    state_dir: &std::path::Path,
+) -> anyhow::Result<RunSummary> {
+    let output = tokio::process::Command::new(&settings.ingester_exe)
+        .arg("run")
+        .arg("--until-caught-up")
+        .env("SUBSIDY_CLICKHOUSE_URL", &store_config.url)
+        .env("SUBSIDY_CLICKHOUSE_DATABASE", tag)
+        .env("SUBSIDY_KAFKA_BROKERS", &settings.kafka.brokers)
+        .env("SUBSIDY_TOPICS", topic_list.join(","))
+        .env("SUBSIDY_GROUP_ID", format!("{tag}-ingest"))
+        .env("SUBSIDY_DLQ_TOPIC", format!("{tag}.rejected"))
+        .env("SUBSIDY_STATE_DIR", state_dir)
+        .env("SUBSIDY_LOG", "warn")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .context("cannot start the ingester child process")?;
+    if !output.status.success() {
+        bail!("ingester exited with {}", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .with_context(|| format!("unreadable ingester summary: {stdout}"))
+}
+
+/// Runs a query, discarding its rows; returns its wall time, seconds.
+async fn timed(store: &Store, sql: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    store.execute(sql).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Reads `expected` messages with a consumer that does nothing else; events/s measured
@@ -205,6 +387,33 @@ fn rate(count: usize, elapsed: Duration) -> u64 {
 
 /// The report as people read it.
 pub fn render(report: &BenchReport) -> String {
+    let mut text = render_run(report);
+    if let Some(h) = &report.history {
+        text.push_str(&format!(
+            "history:                        {} units in {} messages, seeded in {:.1} s\n\
+             report monthly --year 2024:     {:.3} s\n\
+             funding view, one month:        {:.3} s\n\
+             rejected by reason, one month:  {:.3} s\n\
+             analyst queries ran under:      max_memory_usage {} MiB\n\
+             cold start (state rebuilt):     {:.3} s to the first message\n\
+             restart (state on disk):        {:.3} s to the first message\n\
+             ledger state on disk:           {:.1} MiB\n",
+            h.units,
+            h.messages,
+            h.seed_seconds,
+            h.report_monthly_year_seconds,
+            h.funding_month_seconds,
+            h.rejected_month_by_reason_seconds,
+            h.query_memory_limit_mib,
+            h.cold_start_seconds,
+            h.restart_seconds,
+            h.state_disk_mib,
+        ));
+    }
+    text
+}
+
+fn render_run(report: &BenchReport) -> String {
     format!(
         "events:                         {}\n\
          produce rate:                   {} events/s\n\

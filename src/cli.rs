@@ -336,6 +336,10 @@ pub struct BenchArgs {
     /// Keep the scratch database (`bench_<millis>`) for inspection.
     #[arg(long)]
     pub keep: bool,
+    /// Seed this many units of history first (the rows ingesting them would write), then
+    /// measure the analyst queries, a restart and the ingest on top of that history.
+    #[arg(long, env = "SUBSIDY_BENCH_HISTORY_UNITS", default_value_t = 0)]
+    pub history_units: u64,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -539,6 +543,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 kafka: plain_kafka(&args.brokers),
                 store: cli.clickhouse.store_config(),
                 keep: args.keep,
+                history_units: args.history_units,
                 ingester_exe: std::env::current_exe().context("cannot find this binary")?,
             };
             let report = crate::bench::bench(&settings).await?;

@@ -90,6 +90,7 @@ pub enum RunError {
 /// Runs until a shutdown is requested (or, with `until_caught_up`, until caught up), then
 /// flushes what was consumed and returns the summary. `shutdown` is set by signal handlers.
 pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
+    let process_started = Instant::now();
     crate::crash::arm_from_env()?;
     let store = Store::connect(&settings.store).await?;
     migrate::ensure_migrated(&store).await?;
@@ -200,10 +201,12 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
             &ledger_tx,
             &ledger_loop_settings,
             &ledger_loop_shutdown,
-            &ledger_admit_done,
-            &ledger_loop_state,
-            &ledger_routed_high,
-            &loop_batches,
+            &LedgerShared {
+                admit_done: &ledger_admit_done,
+                state: &ledger_loop_state,
+                routed_high: &ledger_routed_high,
+                in_flight: &loop_batches,
+            },
         )
     });
 
@@ -305,7 +308,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         .lock()
         .expect("ledger state poisoned")
         .approximate_units_owned();
-    Ok(stats.summary(units_held as u64))
+    Ok(stats.summary(units_held as u64, process_started))
 }
 
 /// Next offset to process per assigned partition: topic → partition → offset.
@@ -496,6 +499,17 @@ async fn log_progress(stats: Arc<Stats>) {
     }
 }
 
+/// What the ledger loop shares with the rest of `run`.
+#[derive(Clone, Copy)]
+struct LedgerShared<'a> {
+    /// Set once the admit stage routed and made durable everything it will.
+    admit_done: &'a AtomicBool,
+    state: &'a Mutex<LedgerState>,
+    /// Per units partition, the largest offset this process routed a record to.
+    routed_high: &'a Mutex<HashMap<i32, i64>>,
+    in_flight: &'a InFlight,
+}
+
 /// The ledger stage's poll loop: decides the records of the owned units-topic partitions
 /// into bounded batches. With `until_caught_up` it ends once the admit stage is done and
 /// every owned partition is read to its end.
@@ -505,11 +519,14 @@ fn ledger_poll_loop(
     batch_tx: &mpsc::Sender<DecisionBatch>,
     settings: &RunSettings,
     shutdown: &AtomicBool,
-    admit_done: &AtomicBool,
-    state: &Mutex<LedgerState>,
-    routed_high: &Mutex<HashMap<i32, i64>>,
-    in_flight: &InFlight,
+    shared: &LedgerShared<'_>,
 ) -> Result<(), RunError> {
+    let LedgerShared {
+        admit_done,
+        state,
+        routed_high,
+        in_flight,
+    } = *shared;
     let mut batch = DecisionBatch::default();
     let mut positions: Positions = HashMap::new();
     let mut last_caught_up_check = Instant::now();

@@ -72,8 +72,11 @@ impl Stats {
     }
 
     /// The summary of the run so far.
-    pub fn summary(&self, units_indexed: u64) -> RunSummary {
+    pub fn summary(&self, units_indexed: u64, process_started: Instant) -> RunSummary {
         let first = *self.first_message_at.lock().expect("stats poisoned");
+        let first_message_after_ms = first.map_or(0, |f| {
+            f.saturating_duration_since(process_started).as_millis() as u64
+        });
         let last = *self.last_durable_at.lock().expect("stats poisoned");
         let active_seconds = match (first, last) {
             (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
@@ -102,6 +105,7 @@ impl Stats {
             dead_letters_truncated: self.dead_letters_truncated.load(Ordering::Relaxed),
             dead_letters_failed: self.dead_letters_failed.load(Ordering::Relaxed),
             units_indexed,
+            first_message_after_ms,
             active_seconds,
             events_per_second: if active_seconds > 0.0 {
                 (durable as f64 / active_seconds).round() as u64
@@ -146,6 +150,10 @@ pub struct RunSummary {
     /// Units the ledger state holds for the partitions this instance owned at exit
     /// (an estimate from the store).
     pub units_indexed: u64,
+    /// Milliseconds from the start of `run` to its first consumed message (start-up,
+    /// including restoring the ledger state); 0 when nothing was consumed.
+    #[serde(default)]
+    pub first_message_after_ms: u64,
     /// Seconds from the first consumed message to the last durable batch.
     pub active_seconds: f64,
     /// Durable messages per second over `active_seconds`.

@@ -111,7 +111,8 @@ impl Sink {
     /// are stored (refused ones replaced), or with the error that made it give up.
     pub async fn write(&self, batch: &impl RowBatch, rows: Bytes) -> Result<Written, StoreError> {
         let mut written = Written::default();
-        let mut pending: Vec<Range<usize>> = vec![0..batch.row_count()];
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(64);
+        pending.push(0..batch.row_count());
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;
