@@ -574,10 +574,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let balances = crate::conservation::check(&store, &options).await?;
             let cells = crate::store::aggregates::differences(&store).await?;
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"partitions": balances, "aggregate_differences": cells})
-                );
+                // The JSON stays the array of partitions scripts read; aggregate cells that
+                // differ are named on stderr (and fail the check) in both formats.
+                println!("{}", serde_json::to_string(&balances)?);
+                if !cells.is_empty() {
+                    eprint!("{}", crate::conservation::render_aggregates(&cells));
+                }
             } else {
                 print!("{}", crate::conservation::render(&balances));
                 print!("{}", crate::conservation::render_aggregates(&cells));
