@@ -340,6 +340,10 @@ pub struct BenchArgs {
     /// measure the analyst queries, a restart and the ingest on top of that history.
     #[arg(long, env = "SUBSIDY_BENCH_HISTORY_UNITS", default_value_t = 0)]
     pub history_units: u64,
+    /// Measure only the core path (decode, rules, routing, encoding, the ledger's
+    /// decision) on one thread, without Kafka or ClickHouse: ns/event and events/s/core.
+    #[arg(long, conflicts_with = "history_units")]
+    pub core: bool,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -535,6 +539,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         } => load_refdata(&cli.clickhouse, firms, outlets, zones).await,
         Command::Run(args) => run(&cli.clickhouse, &args).await,
         Command::Sample(args) => sample(args).await,
+        Command::Bench(args) if args.core => {
+            let (events, seed) = (args.events, args.seed);
+            let report =
+                tokio::task::spawn_blocking(move || crate::bench_core::bench_core(events, seed, 3))
+                    .await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", crate::bench_core::render(&report));
+            }
+            Ok(())
+        }
         Command::Bench(args) => {
             let settings = crate::bench::BenchSettings {
                 events: args.events,

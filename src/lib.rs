@@ -25,11 +25,13 @@
 //! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
 //! - [`feed`]: producing a sample feed into Kafka.
 //! - [`bench`](mod@bench): the end-to-end benchmark against a bare consumer.
+//! - [`bench_core`]: `bench --core`: the CPU cost of the pure path per event.
 //! - [`bench_history`]: seeding N units of history for `bench --history-units`.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
 //! - [`cli`]: the command line.
 
 pub mod bench;
+pub mod bench_core;
 pub mod bench_history;
 pub mod cli;
 pub mod conservation;

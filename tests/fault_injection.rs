@@ -1138,3 +1138,120 @@ async fn two_and_three_instances_joining_and_leaving_give_the_same_exact_totals(
     world.drop_database().await;
     dir.remove();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_instances_over_twelve_units_partitions_each_hold_about_a_quarter_of_the_state() {
+    // Proves that ownership divides the state: four instances of one group (each with its
+    // own state directory, as on four machines) form the group first, then share a
+    // 400,000-event feed; once every message is decided they are killed, and each one's
+    // on-disk state holds the units of its own units-topic partitions only — 15–35 % of all
+    // units each, every unit in exactly one store — while every view equals the oracle
+    // (what one instance computes).
+    require_services().await;
+    let world = World::new("fault_four");
+    let dir = LogDir::new(&world);
+    let logs = dir.path();
+    let feed = world.cap_crossing_feed(GROUP_EVENTS, 48, FeedOrder::Shuffled { seed: 4 });
+    let expectation = oracle::expect(&feed.messages);
+    world.migrate_and_load_refdata(&feed, logs);
+    let total = expectation.messages;
+    // The source topics exist before the instances subscribe (librdkafka would otherwise
+    // notice them only at its next metadata refresh, minutes later).
+    let kafka = harness::kafka_config("producer");
+    kafka
+        .ensure_topics(
+            &[
+                &world.takeout_topic,
+                &world.import_topic,
+                &world.rural_topic,
+            ],
+            GROUP_PARTITIONS,
+        )
+        .await
+        .expect("create the source topics");
+    let mut instances: Vec<Running> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|label| spawn_run(&world, logs, label, &[], &[]))
+        .collect();
+    // Let the group form around all four before any record arrives.
+    let formed = Instant::now() + Duration::from_secs(60);
+    loop {
+        let owners = ["A", "B", "C", "D"]
+            .iter()
+            .filter(|l| {
+                std::fs::read_to_string(logs.join(format!("{l}.log")))
+                    .is_ok_and(|t| t.contains("Ledger partition owned"))
+            })
+            .count();
+        if owners == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < formed,
+            "the four instances did not all get units partitions within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    subsidy_ingester::feed::produce(&kafka, &feed.messages, GROUP_PARTITIONS)
+        .await
+        .expect("produce the feed");
+    drop(feed);
+    let decided_sql = "SELECT toString((SELECT count() FROM {db}.ledger) + (SELECT count() FROM {db}.rejected_events))";
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let decided = count(&world, decided_sql).await;
+        if decided >= total {
+            break;
+        }
+        for instance in &mut instances {
+            assert!(
+                instance.try_wait().unwrap().is_none(),
+                "an instance exited early; logs in {}",
+                logs.display()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {decided} of {total} messages decided after 240 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for instance in &instances {
+        signal(instance, "KILL");
+    }
+    for instance in &mut instances {
+        wait_exit(instance, Duration::from_secs(10)).await;
+    }
+    let units = count(&world, "SELECT toString(count()) FROM {db}.ledger").await;
+    let mut held = Vec::new();
+    for label in ["A", "B", "C", "D"] {
+        let state_dir = std::env::temp_dir()
+            .join("subsidy-test-state")
+            .join(format!("{}-{label}", world.database))
+            .join(&world.database);
+        let mut state = subsidy_ingester::ledger::state::LedgerState::open(&state_dir)
+            .unwrap_or_else(|e| panic!("state of {label}: {e}"));
+        let mut stored = 0usize;
+        for partition in 0..12 {
+            stored += state.units_stored(partition).unwrap();
+        }
+        held.push((label, stored));
+    }
+    eprintln!("four instances: {units} units; held per instance: {held:?}");
+    let sum: usize = held.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        sum as u64, units,
+        "every unit is in exactly one instance's state: {held:?}"
+    );
+    for (label, stored) in &held {
+        let share = *stored as f64 / units as f64;
+        assert!(
+            (0.15..=0.35).contains(&share),
+            "{label} holds {:.1} % of the units, not about a quarter: {held:?}",
+            share * 100.0
+        );
+    }
+    assert_views_match(&world, &expectation).await;
+    dir.remove();
+}

@@ -90,11 +90,19 @@ impl DecisionBatch {
         self.dead_letters.push(letter);
     }
 
-    /// Test hook (fault injection): makes the last row one ClickHouse refuses.
+    /// Test hook (fault injection): makes the last row one ClickHouse refuses: its first
+    /// string column (`topic`, after the two integer columns) gets a LEB128 length of 2^62,
+    /// "Too large string size" on every server version.
     pub fn poison_last_row(&mut self) {
+        let start = if self.row_ends.len() >= 2 {
+            self.row_ends[self.row_ends.len() - 2]
+        } else {
+            0
+        };
+        let mut rows = std::mem::take(&mut self.rows).into_inner();
+        rows.truncate(start + 4 + 8);
         let mut garbage = RowBinaryWriter::default();
         garbage.put_leb128_raw(1u64 << 62);
-        let mut rows = std::mem::take(&mut self.rows).into_inner();
         rows.extend_from_slice(&garbage.into_inner());
         self.rows = RowBinaryWriter::from_vec(rows);
         if let Some(end) = self.row_ends.last_mut() {

@@ -270,6 +270,11 @@ impl LedgerState {
         Ok(value.and_then(|v| Mark::from_bytes(&v)))
     }
 
+    /// Units stored for `partition`, counted exactly (reads the partition: for checks).
+    pub fn units_stored(&mut self, partition: i32) -> Result<usize, StateError> {
+        self.partition(partition)?.len().map_err(self.err())
+    }
+
     /// Units stored for `partition` (an estimate, for logs: cheap).
     pub fn approximate_units(&mut self, partition: i32) -> Result<usize, StateError> {
         Ok(self.partition(partition)?.approximate_len())

@@ -1,0 +1,140 @@
+//! `bench --core`: the CPU cost of the pipeline's pure path per event, without any I/O —
+//! decode, rules, routing (key hash and owner), the RowBinary outcome row and the unit
+//! record (admit), then the unit record read back and decided against an in-memory index
+//! and encoded as a decision row (ledger). One thread, so ns/event is CPU per event and
+//! events/s is per core.
+
+use crate::dedup::{SourceRef, UnitIndex};
+use crate::ingest::batch::Batch;
+use crate::ingest::process::{Consumed, Processor};
+use crate::ledger::decide::{decide, Decision};
+use crate::refdata::RefData;
+use crate::route::UnitRecord;
+use crate::sample::{self, SampleConfig};
+use crate::store::decisions::DecisionRow;
+use crate::store::rowbinary::RowBinaryWriter;
+use std::time::Instant;
+
+/// Messages per batch, as `run`'s default `batch_rows_max`.
+const BATCH_MESSAGES: usize = 100_000;
+
+/// What the core path costs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CoreReport {
+    pub events: usize,
+    /// Passes over the feed; the first warms caches and is not counted.
+    pub passes: usize,
+    pub admit_ns_per_event: f64,
+    pub ledger_ns_per_unit: f64,
+    pub total_ns_per_event: f64,
+    pub events_per_second_per_core: u64,
+}
+
+/// Measures the core path over a generated feed of `events`.
+pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
+    let feed = sample::generate(&SampleConfig {
+        seed,
+        events,
+        ..SampleConfig::default()
+    });
+    let refdata =
+        RefData::from_records(feed.firms.clone(), feed.outlets.clone(), feed.zones.clone());
+    let mut processor = Processor::new(refdata, crate::route::UNITS_PARTITIONS_DEFAULT);
+    let mut admit_ns = 0u128;
+    let mut ledger_ns = 0u128;
+    let mut units = 0u64;
+    for pass in 0..=passes {
+        let mut index = UnitIndex::new();
+        for (chunk_index, chunk) in feed.messages.chunks(BATCH_MESSAGES).enumerate() {
+            let mut batch = Batch::with_capacity(64 << 20);
+            let started = Instant::now();
+            for (i, message) in chunk.iter().enumerate() {
+                let consumed = Consumed {
+                    topic: &message.topic,
+                    partition: 0,
+                    offset: (chunk_index * BATCH_MESSAGES + i) as i64,
+                    payload: Some(&message.payload),
+                    received_at_unix_s: 1_700_000_000,
+                };
+                processor.process(consumed, &mut batch);
+            }
+            let admitted = started.elapsed();
+            let started = Instant::now();
+            let mut rows = RowBinaryWriter::with_capacity(32 << 20);
+            let mut decided = 0u64;
+            for (offset, unit) in batch.units().enumerate() {
+                let record = UnitRecord::decode(unit.record).expect("own encoding");
+                let source = SourceRef {
+                    topic: record.source_topic,
+                    partition: record.source_partition,
+                    offset: record.source_offset,
+                };
+                let seen = index.check_and_record(record.program(), record.unit_key, source);
+                let decision = decide(&record, seen);
+                let rejection;
+                let mut row = DecisionRow {
+                    ledger_partition: unit.partition as u32,
+                    ledger_offset: offset as u64,
+                    record,
+                    decided_at_unix_s: 1_700_000_000,
+                    reason: "",
+                    detail: "",
+                };
+                match decision {
+                    Decision::Unit => {}
+                    Decision::AlreadyDecided => continue,
+                    Decision::Duplicate(r) => {
+                        rejection = r;
+                        row.reason = rejection.reason.as_str();
+                        row.detail = &rejection.detail;
+                    }
+                }
+                row.encode(&mut rows);
+                decided += 1;
+            }
+            let ledgered = started.elapsed();
+            std::hint::black_box((batch.bytes(), rows.len()));
+            if pass > 0 {
+                admit_ns += admitted.as_nanos();
+                ledger_ns += ledgered.as_nanos();
+                units += decided;
+            }
+        }
+    }
+    let counted = (events * passes.max(1)) as f64;
+    let admit = admit_ns as f64 / counted;
+    let ledger_per_unit = if units > 0 {
+        ledger_ns as f64 / units as f64
+    } else {
+        0.0
+    };
+    let total = (admit_ns + ledger_ns) as f64 / counted;
+    CoreReport {
+        events,
+        passes,
+        admit_ns_per_event: (admit * 10.0).round() / 10.0,
+        ledger_ns_per_unit: (ledger_per_unit * 10.0).round() / 10.0,
+        total_ns_per_event: (total * 10.0).round() / 10.0,
+        events_per_second_per_core: if total > 0.0 {
+            (1e9 / total).round() as u64
+        } else {
+            0
+        },
+    }
+}
+
+/// The report as people read it.
+pub fn render(report: &CoreReport) -> String {
+    format!(
+        "core path (no I/O), {} events × {} passes, one thread:\n\
+         admit (decode, rules, route, encode):  {:.1} ns/event\n\
+         ledger (decode record, decide, encode): {:.1} ns/unit\n\
+         total:                                 {:.1} ns/event = {} events/s per core\n",
+        report.events,
+        report.passes,
+        report.admit_ns_per_event,
+        report.ledger_ns_per_unit,
+        report.total_ns_per_event,
+        report.events_per_second_per_core
+    )
+}
