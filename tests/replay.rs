@@ -674,7 +674,7 @@ async fn a_unit_stays_with_the_message_live_paid_across_partitions() {
     produce_to(&topic, 2, 0, &[copy]).await;
     world.run_ok(&["run", "--until-caught-up"]);
     let live = world
-        .query("SELECT `partition`, `offset`, reason FROM {db}.outcomes WHERE reason IN ('', 'duplicate') ORDER BY `partition`")
+        .query("SELECT p, o, r FROM (SELECT toString(`partition`) AS p, toString(`offset`) AS o, '' AS r FROM {db}.ledger UNION ALL SELECT toString(`partition`) AS p, toString(`offset`) AS o, reason AS r FROM {db}.rejected_events WHERE reason = 'duplicate') ORDER BY p")
         .await;
     assert_eq!(
         live,
