@@ -90,6 +90,12 @@ impl IngestContext {
     }
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        if self.shutdown.load(Ordering::Relaxed) {
+            // Shutting down (this may run while the consumer closes, on an async thread
+            // where no lookup may block): take nothing.
+            let _ = consumer.unassign();
+            return;
+        }
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()

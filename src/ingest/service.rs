@@ -112,7 +112,9 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         )
         .await?;
     let opened = Instant::now();
-    let state = Arc::new(Mutex::new(LedgerState::open(&settings.state_dir)?));
+    let state = Arc::new(Mutex::new(LedgerState::open_or_rebuild(
+        &settings.state_dir,
+    )?));
     tracing::info!(message = "Ledger state opened.", dir = %settings.state_dir.display(), elapsed_ms = opened.elapsed().as_millis() as u64);
     crate::crash::reached("after_index_rebuild");
     tracing::info!(message = "Starting.", firms = refdata.firms.len(), outlets = refdata.outlets.len(), zones = refdata.zones.len(), topics = ?settings.topics, units_topic = %settings.units_topic);

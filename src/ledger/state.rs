@@ -127,6 +127,28 @@ pub struct LedgerState {
 }
 
 impl LedgerState {
+    /// Opens the store in `dir`; a store that cannot be recovered (a crash while fjall
+    /// created a partition, a damaged disk) is moved aside to `<dir>.unreadable-<millis>`
+    /// and a fresh one started: the state is a cache of ClickHouse, and each partition is
+    /// rebuilt from there when assigned.
+    pub fn open_or_rebuild(dir: &Path) -> Result<LedgerState, StateError> {
+        match LedgerState::open(dir) {
+            Err(StateError::Store { source, .. }) => {
+                let millis = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let aside = dir.with_extension(format!("unreadable-{millis}"));
+                tracing::warn!(message = "Ledger state cannot be recovered; moving it aside and rebuilding from ClickHouse.", dir = %dir.display(), aside = %aside.display(), error = %source);
+                std::fs::rename(dir, &aside).map_err(|source| StateError::Dir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+                LedgerState::open(dir)
+            }
+            other => other,
+        }
+    }
+
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<LedgerState, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
@@ -212,7 +234,10 @@ impl LedgerState {
             .bloom_filter_bits(Some(10));
         let handle = self
             .keyspace
-            .open_partition(&format!("units-{partition}"), options)
+            .open_partition(
+                &format!("units-{partition}.{}", self.generation(partition)?),
+                options,
+            )
             .map_err(self.err())?;
         self.partitions.insert(partition, handle.clone());
         Ok(handle)
@@ -227,7 +252,10 @@ impl LedgerState {
             .bloom_filter_bits(Some(10));
         let handle = self
             .keyspace
-            .open_partition(&format!("decided-{partition}"), options)
+            .open_partition(
+                &format!("decided-{partition}.{}", self.generation(partition)?),
+                options,
+            )
             .map_err(self.err())?;
         self.others.insert(partition, handle.clone());
         Ok(handle)
@@ -241,6 +269,18 @@ impl LedgerState {
         }
         let handle = self.others_partition(partition)?;
         handle.contains_key(bytes).map_err(self.err())
+    }
+
+    /// The generation of a partition's keyspace partitions: a wipe moves to fresh ones
+    /// (fjall should not re-create a partition under the name of one being deleted).
+    fn generation(&self, partition: i32) -> Result<u32, StateError> {
+        let value = self
+            .meta
+            .get(format!("generation/{partition}"))
+            .map_err(self.err())?;
+        Ok(value
+            .and_then(|v| <[u8; 4]>::try_from(&*v).ok())
+            .map_or(0, u32::from_le_bytes))
     }
 
     /// The interned id of a topic name, persisting a new one.
@@ -359,15 +399,21 @@ impl LedgerState {
 
     /// Empties the store of one partition (it belongs to another life of the database).
     pub fn wipe(&mut self, partition: i32) -> Result<(), StateError> {
-        let handle = self.partition(partition)?;
-        self.partitions.remove(&partition);
-        self.keyspace.delete_partition(handle).map_err(self.err())?;
+        let units = self.partition(partition)?;
         let others = self.others_partition(partition)?;
+        self.partitions.remove(&partition);
         self.others.remove(&partition);
+        let next = self.generation(partition)? + 1;
+        let mut batch = self.keyspace.batch();
+        batch.insert(
+            &self.meta,
+            format!("generation/{partition}"),
+            next.to_le_bytes(),
+        );
+        batch.remove(&self.meta, format!("mark/{partition}"));
+        batch.commit().map_err(self.err())?;
+        self.keyspace.delete_partition(units).map_err(self.err())?;
         self.keyspace.delete_partition(others).map_err(self.err())?;
-        self.meta
-            .remove(format!("mark/{partition}"))
-            .map_err(self.err())?;
         Ok(())
     }
 
