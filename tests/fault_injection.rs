@@ -699,7 +699,9 @@ async fn crash_at_every_point_and_sigkill_at_random_moments_loses_nothing_and_co
         .expect("create topics");
     let messages: Arc<Vec<SampleMessage>> = Arc::new(feed.messages);
     let produced_chunks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let chunk_pause = PRODUCTION_PER_FAULT * (10 + kills) as u32 / CHUNKS as u32;
+    let chunk_pause = PRODUCTION_PER_FAULT
+        * (subsidy_ingester::crash::CRASH_POINTS.len() + kills) as u32
+        / CHUNKS as u32;
     let producer = {
         let messages = messages.clone();
         let produced_chunks = produced_chunks.clone();
