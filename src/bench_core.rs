@@ -7,11 +7,10 @@
 use crate::dedup::{SourceRef, UnitIndex};
 use crate::ingest::batch::Batch;
 use crate::ingest::process::{Consumed, Processor};
-use crate::ledger::decide::{decide, Decision};
+use crate::ledger::decide::{decide_into, Decision};
 use crate::refdata::RefData;
 use crate::route::UnitRecord;
 use crate::sample::{self, SampleConfig};
-use crate::store::decisions::DecisionRow;
 use crate::store::rowbinary::RowBinaryWriter;
 use std::time::Instant;
 
@@ -70,27 +69,17 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
                     offset: record.source_offset,
                 };
                 let seen = index.check_and_record(record.program(), record.unit_key, source);
-                let decision = decide(&record, seen);
-                let rejection;
-                let mut row = DecisionRow {
-                    ledger_partition: unit.partition as u32,
-                    ledger_offset: offset as u64,
+                let decision = decide_into(
                     record,
-                    decided_at_unix_s: 1_700_000_000,
-                    reason: "",
-                    detail: "",
-                };
-                match decision {
-                    Decision::Unit => {}
-                    Decision::AlreadyDecided => continue,
-                    Decision::Duplicate(r) => {
-                        rejection = r;
-                        row.reason = rejection.reason.as_str();
-                        row.detail = &rejection.detail;
-                    }
+                    seen,
+                    unit.partition as u32,
+                    offset as u64,
+                    1_700_000_000,
+                    &mut rows,
+                );
+                if decision != Decision::AlreadyDecided {
+                    decided += 1;
                 }
-                row.encode(&mut rows);
-                decided += 1;
             }
             let ledgered = started.elapsed();
             std::hint::black_box((batch.bytes(), rows.len()));

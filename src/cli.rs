@@ -620,15 +620,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 cells.len()
             );
             for cell in &cells {
-                println!(
-                    "  {}  {}  {}  {}  units {:+}  nominal {}",
-                    crate::store::outcomes::date_from_days(cell.month),
-                    cell.program,
-                    cell.recipient_id,
-                    cell.district_code,
-                    cell.units_missing,
-                    crate::policy::fen_to_yuan(cell.fen_missing)
-                );
+                println!("  {cell}");
             }
             Ok(())
         }

@@ -352,16 +352,7 @@ pub fn render_aggregates(cells: &[crate::store::aggregates::CellDifference]) -> 
         cells.len()
     );
     for cell in cells {
-        let _ = writeln!(
-            out,
-            "  {}  {}  {}  {}  units {:+}  nominal {}",
-            crate::store::outcomes::date_from_days(cell.month),
-            cell.program,
-            cell.recipient_id,
-            cell.district_code,
-            cell.units_missing,
-            crate::policy::fen_to_yuan(cell.fen_missing)
-        );
+        let _ = writeln!(out, "  {cell}");
     }
     out
 }

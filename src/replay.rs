@@ -61,9 +61,9 @@ use crate::domain::{Program, Reason};
 use crate::ingest::batch::{Batch, BatchLimits};
 use crate::ingest::process::{Consumed, Processor};
 use crate::kafka::{KafkaConfig, KafkaSetupError};
-use crate::ledger::decide::{decide, Decision};
+use crate::ledger::decide::decide_into;
 use crate::refdata::{Firm, Outlet, Zone};
-use crate::store::decisions::{insert_decisions, DecisionRow};
+use crate::store::decisions::insert_decisions;
 use crate::store::outcomes::{
     date_from_days, escape_literal, for_each_stored_unit, insert_outcomes,
 };
@@ -1115,25 +1115,14 @@ impl ReplayLedger {
             let next = self.next_offsets.entry(unit.partition).or_insert(0);
             let offset = *next;
             *next += 1;
-            let mut row = DecisionRow {
-                ledger_partition: unit.partition as u32,
-                ledger_offset: offset,
+            decide_into(
                 record,
-                decided_at_unix_s: now_unix_s(),
-                reason: "",
-                detail: "",
-            };
-            let rejection;
-            match decide(&record, seen) {
-                Decision::Unit => {}
-                Decision::AlreadyDecided => continue,
-                Decision::Duplicate(r) => {
-                    rejection = r;
-                    row.reason = rejection.reason.as_str();
-                    row.detail = &rejection.detail;
-                }
-            }
-            row.encode(&mut rows);
+                seen,
+                unit.partition as u32,
+                offset,
+                now_unix_s(),
+                &mut rows,
+            );
         }
         rows.into_inner()
     }

@@ -33,6 +33,35 @@ pub fn decide(record: &UnitRecord<'_>, seen: Seen) -> Decision {
     }
 }
 
+/// Decides `record` given `seen` and appends its `unit_decisions` row at the given
+/// units-topic coordinates; returns the decision (nothing is appended when the record was
+/// decided already). For callers that keep no dead letters: `replay`, `bench --core`.
+pub fn decide_into(
+    record: UnitRecord<'_>,
+    seen: Seen,
+    ledger_partition: u32,
+    ledger_offset: u64,
+    decided_at_unix_s: u32,
+    out: &mut crate::store::rowbinary::RowBinaryWriter,
+) -> Decision {
+    let decision = decide(&record, seen);
+    let (reason, detail) = match &decision {
+        Decision::Unit => ("", ""),
+        Decision::AlreadyDecided => return decision,
+        Decision::Duplicate(rejection) => (rejection.reason.as_str(), rejection.detail.as_str()),
+    };
+    crate::store::decisions::DecisionRow {
+        ledger_partition,
+        ledger_offset,
+        record,
+        decided_at_unix_s,
+        reason,
+        detail,
+    }
+    .encode(out);
+    decision
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

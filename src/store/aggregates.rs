@@ -27,6 +27,22 @@ pub struct CellDifference {
     pub fen_missing: i64,
 }
 
+impl std::fmt::Display for CellDifference {
+    /// `2024-02-01  import_parcel  sf-express  330109  units +4  nominal 4.00`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}  {}  {}  {}  units {:+}  nominal {}",
+            super::outcomes::date_from_days(self.month),
+            self.program,
+            self.recipient_id,
+            self.district_code,
+            self.units_missing,
+            crate::policy::fen_to_yuan(self.fen_missing)
+        )
+    }
+}
+
 /// The per-cell difference `ledger − aggregates`, only where it is not zero.
 const DIFFERENCES_SQL: &str = "\
 SELECT month AS month, program AS program, recipient_id AS recipient_id, district_code AS district_code, \
