@@ -49,7 +49,7 @@ echo "--- the rural cap: outlet RO-330127-002, 2024 (granted stops at 30000.00)"
 echo "--- funding split, March 2024, by district (Article 20)"
 "$bin" report monthly --year 2024 --month 3 --by district
 echo "--- conservation: every message is a unit or a rejection, and nothing in Kafka waits"
-"$bin" conservation | tail -n 1
+"$bin" conservation | tail -n 2
 echo "--- rejections by reason"
 curl -sf "${SUBSIDY_CLICKHOUSE_URL:-http://127.0.0.1:8123}/" --data-binary \
   "SELECT reason, count() AS messages FROM ${SUBSIDY_CLICKHOUSE_DATABASE}.rejected_events GROUP BY reason ORDER BY messages DESC FORMAT PrettyCompactNoEscapes"
