@@ -205,17 +205,7 @@ impl Batch {
 
     /// Byte range of rows `first..end` within the encoded rows.
     pub fn byte_range(&self, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
-        let start = if rows.start == 0 {
-            0
-        } else {
-            self.row_ends[rows.start - 1]
-        };
-        let end = if rows.end == 0 {
-            0
-        } else {
-            self.row_ends[rows.end - 1]
-        };
-        start..end
+        crate::store::sink::byte_range(&self.row_ends, rows)
     }
 
     /// Source and outcome of row `index`, with its topic name.

@@ -207,17 +207,7 @@ impl RowBatch for DecisionBatch {
     }
 
     fn byte_range(&self, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
-        let start = if rows.start == 0 {
-            0
-        } else {
-            self.row_ends[rows.start - 1]
-        };
-        let end = if rows.end == 0 {
-            0
-        } else {
-            self.row_ends[rows.end - 1]
-        };
-        start..end
+        crate::store::sink::byte_range(&self.row_ends, rows)
     }
 
     fn position(&self, index: usize) -> RowPosition {

@@ -68,6 +68,12 @@ pub struct RowPosition {
     pub offset: u64,
 }
 
+/// Byte range of rows `rows` in a buffer where row `i` ends at `row_ends[i]`.
+pub fn byte_range(row_ends: &[usize], rows: Range<usize>) -> Range<usize> {
+    let end_of = |row: usize| if row == 0 { 0 } else { row_ends[row - 1] };
+    end_of(rows.start)..end_of(rows.end)
+}
+
 /// A batch of encoded rows the sink can write.
 pub trait RowBatch {
     /// Rows in the batch.
