@@ -164,7 +164,7 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
             .ensure_topics(&[units_topic.as_str()], units_partitions as i32)
             .await?;
         let brokers = settings.kafka.brokers.clone();
-        let counts = seeded.decisions_per_partition[..units_partitions as usize].to_vec();
+        let counts = seeded.messages_per_partition[..units_partitions as usize].to_vec();
         let filled = tokio::task::spawn_blocking(move || {
             crate::bench_history::fill_units_topic(&brokers, &units_topic, &counts)
         })

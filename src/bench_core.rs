@@ -9,7 +9,7 @@ use crate::ingest::batch::Batch;
 use crate::ingest::process::{Consumed, Processor};
 use crate::ledger::decide::{decide_into, Decision};
 use crate::refdata::RefData;
-use crate::route::UnitRecord;
+use crate::route::SetReader;
 use crate::sample::{self, SampleConfig};
 use crate::store::rowbinary::RowBinaryWriter;
 use std::time::Instant;
@@ -57,28 +57,34 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
                 };
                 processor.process(consumed, &mut batch);
             }
+            let all: Vec<usize> = (0..batch.units_len()).collect();
+            let sets = batch.unit_sets(&all);
             let admitted = started.elapsed();
             let started = Instant::now();
             let mut rows = RowBinaryWriter::with_capacity(32 << 20);
             let mut decided = 0u64;
-            for (offset, unit) in batch.units().enumerate() {
-                let record = UnitRecord::decode(unit.record).expect("own encoding");
-                let source = SourceRef {
-                    topic: record.source_topic,
-                    partition: record.source_partition,
-                    offset: record.source_offset,
-                };
-                let seen = index.check_and_record(record.program(), record.unit_key, source);
-                let decision = decide_into(
-                    record,
-                    seen,
-                    unit.partition as u32,
-                    offset as u64,
-                    1_700_000_000,
-                    &mut rows,
-                );
-                if decision != Decision::AlreadyDecided {
-                    decided += 1;
+            for (offset, set) in sets.iter().enumerate() {
+                let reader = SetReader::new(&set.payload).expect("own encoding");
+                for (position, record) in reader.enumerate() {
+                    let record = record.expect("own encoding");
+                    let source = SourceRef {
+                        topic: record.source_topic,
+                        partition: record.source_partition,
+                        offset: record.source_offset,
+                    };
+                    let seen = index.check_and_record(record.program(), record.unit_key, source);
+                    let decision = decide_into(
+                        record,
+                        seen,
+                        set.partition as u32,
+                        offset as u64,
+                        position as u32,
+                        1_700_000_000,
+                        &mut rows,
+                    );
+                    if decision != Decision::AlreadyDecided {
+                        decided += 1;
+                    }
                 }
             }
             let ledgered = started.elapsed();

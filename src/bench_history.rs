@@ -10,7 +10,7 @@
 //! (recipients × months), however many units there are.
 
 use crate::domain::{Program, Reason};
-use crate::route::{key_hash, owner_partition, UnitRecord};
+use crate::route::{key_hash, owner_partition, UnitRecord, SET_RECORDS_MAX};
 use crate::store::decisions::{insert_decisions, DecisionRow};
 use crate::store::outcomes::{insert_outcomes, OutcomeRow};
 use crate::store::rowbinary::RowBinaryWriter;
@@ -41,17 +41,17 @@ pub struct Recipients<'a> {
 /// What was seeded.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Seeded {
-    /// Decisions seeded per units-topic partition.
+    /// Units-topic messages (sets of decisions) seeded per partition.
     #[serde(skip)]
-    pub decisions_per_partition: [u64; 64],
+    pub messages_per_partition: [u64; 64],
     pub messages: u64,
     pub units: u64,
     pub rejected: u64,
     pub seconds: f64,
 }
 
-/// Fills the units topic with one placeholder record (no key, no value) per seeded
-/// decision, so its offsets stand where the seeded `unit_decisions` say: the ledger stage
+/// Fills the units topic with one placeholder message (no key, no value) per seeded set
+/// of decisions, so its offsets stand where the seeded `unit_decisions` say: the ledger stage
 /// resumes after them as it would after real history. Returns the records produced.
 pub fn fill_units_topic(
     brokers: &str,
@@ -106,7 +106,7 @@ pub async fn seed(
         "at most 64 units partitions"
     );
     let mut seeded = Seeded {
-        decisions_per_partition: [0; 64],
+        messages_per_partition: [0; 64],
         messages: 0,
         units: 0,
         rejected: 0,
@@ -209,11 +209,13 @@ pub async fn seed(
                 flags: 0,
             };
             let owner = owner_partition(key_hash(program, &unit_key), units_partitions) as usize;
-            let ledger_offset = next_ledger_offset[owner];
+            // Full sets of records, as a busy admit stage routes them.
+            let record_number = next_ledger_offset[owner];
             next_ledger_offset[owner] += 1;
             DecisionRow {
                 ledger_partition: owner as u32,
-                ledger_offset,
+                ledger_offset: record_number / SET_RECORDS_MAX as u64,
+                ledger_index: (record_number % SET_RECORDS_MAX as u64) as u32,
                 record,
                 decided_at_unix_s: at,
                 reason: "",
@@ -239,7 +241,7 @@ pub async fn seed(
         first = end;
     }
     for (partition, next) in next_ledger_offset.iter().enumerate() {
-        seeded.decisions_per_partition[partition] = *next;
+        seeded.messages_per_partition[partition] = next.div_ceil(SET_RECORDS_MAX as u64);
     }
     seeded.seconds = started.elapsed().as_secs_f64();
     Ok(seeded)

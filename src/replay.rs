@@ -1120,6 +1120,7 @@ impl ReplayLedger {
                 seen,
                 unit.partition as u32,
                 offset,
+                0,
                 now_unix_s(),
                 &mut rows,
             );

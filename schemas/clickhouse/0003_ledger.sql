@@ -4,14 +4,18 @@
 -- One row per unit record the ledger stage decided: a unit (`reason = ''`), a `duplicate`
 -- or `storage_refused`. Each unit key has one owner (its units-topic partition), so a key
 -- is decided once: no view has to deduplicate. The units-topic coordinates
--- (ledger_partition, ledger_offset) are the stage's checkpoint, as (topic, partition,
+-- (ledger_partition, ledger_offset, ledger_index: a message carries a set of records) are
+-- the stage's checkpoint, as (topic, partition,
 -- offset) of `outcomes` are the admit stage's; rows of a partition are inserted in offset
--- order, so a partition resumes after its largest stored offset. Partitioned by month so
--- a month's ledger or rejections read only that month.
+-- order, so a partition resumes after its largest stored offset. Partitioned by year, not
+-- month: a batch of a feed that spans many months would otherwise write one part (~40
+-- files) per month it touches, and creating those files cost ClickHouse more than the
+-- rows did; a month's ledger or rejections still read only its year.
 CREATE TABLE IF NOT EXISTS {db}.unit_decisions
 (
     ledger_partition UInt32,
     ledger_offset UInt64,
+    ledger_index UInt32,
     topic String,
     `partition` UInt32,
     `offset` UInt64,
@@ -29,8 +33,8 @@ CREATE TABLE IF NOT EXISTS {db}.unit_decisions
     amount_fen Int64
 )
 ENGINE = MergeTree
-PARTITION BY toYYYYMM(local_date)
-ORDER BY (ledger_partition, ledger_offset);
+PARTITION BY toYear(local_date)
+ORDER BY (ledger_partition, ledger_offset, ledger_index);
 
 -- Nominal totals per (month, program, recipient, district), kept incrementally: the
 -- materialized view below adds each inserted unit. Caps and the Article 20 split are

@@ -5,6 +5,7 @@
 
 pub use super::dead_letter::DeadLetter;
 use crate::domain::Reason;
+use crate::route::{encode_set, SET_BYTES_MAX, SET_RECORDS_MAX};
 use crate::store::outcomes::OutcomeRow;
 use crate::store::rowbinary::RowBinaryWriter;
 use std::collections::BTreeMap;
@@ -52,6 +53,16 @@ pub struct RoutedUnit<'a> {
     pub partition: i32,
     pub key: u128,
     pub record: &'a [u8],
+}
+
+/// One units-topic message: a set of unit records bound for one owner partition.
+#[derive(Debug, Clone)]
+pub struct UnitSet {
+    pub partition: i32,
+    /// Indices of the set's units in the batch, in set order.
+    pub units: Vec<usize>,
+    /// The encoded set ([`encode_set`]).
+    pub payload: Vec<u8>,
 }
 
 /// The source of one row of a batch and the outcome it records.
@@ -108,6 +119,51 @@ impl Batch {
     /// Number of routed units.
     pub fn units_len(&self) -> usize {
         self.units.len()
+    }
+
+    /// The units at `indices` (ascending) as units-topic messages: per owner partition, in
+    /// push order, sets of at most [`SET_RECORDS_MAX`] records and about [`SET_BYTES_MAX`].
+    pub fn unit_sets(&self, indices: &[usize]) -> Vec<UnitSet> {
+        let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for &index in indices {
+            by_partition
+                .entry(self.units[index].0)
+                .or_default()
+                .push(index);
+        }
+        let record = |index: usize| {
+            let start = if index == 0 {
+                0
+            } else {
+                self.units[index - 1].2
+            };
+            &self.unit_bytes[start..self.units[index].2]
+        };
+        let mut sets = Vec::new();
+        for (partition, members) in by_partition {
+            let mut rest = members.as_slice();
+            while !rest.is_empty() {
+                let mut take = 0;
+                let mut bytes = 0;
+                while take < rest.len()
+                    && take < SET_RECORDS_MAX
+                    && (take == 0 || bytes + record(rest[take]).len() <= SET_BYTES_MAX)
+                {
+                    bytes += record(rest[take]).len() + 4;
+                    take += 1;
+                }
+                let (members, tail) = rest.split_at(take);
+                let mut payload = Vec::with_capacity(bytes + 5);
+                encode_set(members.iter().map(|&i| record(i)), &mut payload);
+                sets.push(UnitSet {
+                    partition,
+                    units: members.to_vec(),
+                    payload,
+                });
+                rest = tail;
+            }
+        }
+        sets
     }
 
     /// Adds one message's outcome row; rows of one partition must arrive in offset order.

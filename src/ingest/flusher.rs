@@ -2,8 +2,8 @@
 //! 1. dead letters to Kafka, acknowledged or given up and counted (at-least-once: a crash
 //!    here re-sends them, keyed by their source coordinates so consumers can drop repeats;
 //!    see [`super::dead_letter`] for why no letter can stop the line);
-//! 2. the batch's unit records to the units topic, each to its owner's partition, all
-//!    acknowledged (a crash after this re-routes them on restart; the owner recognises a
+//! 2. the batch's unit records to the units topic, each to its owner's partition (in sets
+//!    of records, one message per set), all acknowledged (a crash after this re-routes them on restart; the owner recognises a
 //!    record by its source and decides it once);
 //! 3. the outcome rows to ClickHouse in one INSERT through the [`Sink`] — from this moment
 //!    the batch's offsets count as processed;
@@ -34,7 +34,7 @@ pub const OUTCOMES_TABLE: Table = Table {
     name: "outcomes",
     columns: &OUTCOME_COLUMNS,
     partition_column: "partition",
-    offset_column: "offset",
+    position_sql: "`offset`",
 };
 
 /// Why the flusher stopped for good.
@@ -143,35 +143,33 @@ impl Flusher {
         Ok(())
     }
 
-    /// Sends every unit record to its owner partition and waits until all are
-    /// acknowledged; records that fail are sent again, with backoff, until the deadline.
+    /// Sends every unit record to its owner partition, in sets of records, and waits
+    /// until all are acknowledged; sets that fail are sent again, with backoff, until the
+    /// deadline.
     async fn route_units(&self, batch: &Batch) -> Result<(), FlushError> {
         if batch.units_len() == 0 {
             return Ok(());
         }
         let mut pending: Vec<usize> = (0..batch.units_len()).collect();
-        let units: Vec<_> = batch.units().collect();
         let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
         loop {
-            let mut deliveries = Vec::with_capacity(pending.len());
-            for &index in &pending {
-                let unit = units[index];
-                let key = unit.key.to_be_bytes();
-                let record = FutureRecord::to(&self.units_topic)
-                    .partition(unit.partition)
-                    .key(&key)
-                    .payload(unit.record);
+            let sets = batch.unit_sets(&pending);
+            let mut deliveries = Vec::with_capacity(sets.len());
+            for set in &sets {
+                let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&self.units_topic)
+                    .partition(set.partition)
+                    .payload(&set.payload);
                 match self.units_producer.send_result(record) {
-                    Ok(delivery) => deliveries.push((index, Some(delivery))),
+                    Ok(delivery) => deliveries.push(Some(delivery)),
                     Err((error, _)) => {
                         tracing::debug!(message = "Units topic queue full; will resend.", %error);
-                        deliveries.push((index, None));
+                        deliveries.push(None);
                     }
                 }
             }
             let mut failed = Vec::new();
             let mut last_error = String::new();
-            for (index, delivery) in deliveries {
+            for (set, delivery) in sets.iter().zip(deliveries) {
                 let delivered = match delivery {
                     Some(delivery) => match delivery.await {
                         Ok(Ok(delivered)) => {
@@ -191,12 +189,13 @@ impl Flusher {
                     None => false,
                 };
                 if !delivered {
-                    failed.push(index);
+                    failed.extend_from_slice(&set.units);
                 }
             }
             if failed.is_empty() {
                 return Ok(());
             }
+            failed.sort_unstable();
             let Some(wait) = backoff.next_wait() else {
                 return Err(FlushError::Route {
                     topic: self.units_topic.clone(),

@@ -15,12 +15,14 @@ use std::time::Instant;
 struct RowMeta {
     ledger_partition: u32,
     ledger_offset: u64,
+    ledger_index: u32,
     source: PackedSource,
     /// Index into `units` if the row is a new unit.
     unit: Option<usize>,
     rejection: Option<Reason>,
-    /// The encoded unit record, to build a `storage_refused` replacement from.
-    record: Vec<u8>,
+    /// End of the row's encoded unit record in `records` (to build a `storage_refused`
+    /// replacement from).
+    record_end: usize,
     decided_at_unix_s: u32,
 }
 
@@ -30,15 +32,19 @@ pub struct DecisionBatch {
     rows: RowBinaryWriter,
     row_ends: Vec<usize>,
     meta: Vec<RowMeta>,
+    /// The rows' unit records, encoded back to back.
+    records: Vec<u8>,
     units: Vec<PendingUnit>,
     dead_letters: Vec<DeadLetter>,
     first_row_at: Option<Instant>,
+    /// partition → (offset, index) of its last row.
+    last_positions: BTreeMap<u32, (u64, u32)>,
     /// partition → next offset after this batch (for the advisory commit).
     next_offsets: BTreeMap<i32, i64>,
 }
 
 impl DecisionBatch {
-    /// Adds one decision row (rows of a partition in offset order); `unit` for a new unit.
+    /// Adds one decision row (rows of a partition in position order); `unit` for a new unit.
     pub fn push(
         &mut self,
         row: &DecisionRow<'_>,
@@ -46,15 +52,11 @@ impl DecisionBatch {
         unit: Option<PendingUnit>,
         rejection: Option<Reason>,
     ) {
-        if let Some(previous) = self
-            .meta
-            .iter()
-            .rev()
-            .find(|m| m.ledger_partition == row.ledger_partition)
-        {
+        let position = (row.ledger_offset, row.ledger_index);
+        if let Some(previous) = self.last_positions.insert(row.ledger_partition, position) {
             assert!(
-                previous.ledger_offset < row.ledger_offset,
-                "offsets ascend within a partition of a batch"
+                previous < position,
+                "positions ascend within a partition of a batch"
             );
         }
         self.first_row_at.get_or_insert_with(Instant::now);
@@ -64,15 +66,15 @@ impl DecisionBatch {
             self.units.push(u);
             self.units.len() - 1
         });
-        let mut record = Vec::with_capacity(128);
-        row.record.encode(&mut record);
+        row.record.encode(&mut self.records);
         self.meta.push(RowMeta {
             ledger_partition: row.ledger_partition,
             ledger_offset: row.ledger_offset,
+            ledger_index: row.ledger_index,
             source,
             unit,
             rejection,
-            record,
+            record_end: self.records.len(),
             decided_at_unix_s: row.decided_at_unix_s,
         });
         self.note_offset(row.ledger_partition as i32, row.ledger_offset as i64);
@@ -91,7 +93,7 @@ impl DecisionBatch {
     }
 
     /// Test hook (fault injection): makes the last row one ClickHouse refuses: its first
-    /// string column (`topic`, after the two integer columns) gets a LEB128 length of 2^62,
+    /// string column (`topic`, after the three integer columns) gets a LEB128 length of 2^62,
     /// "Too large string size" on every server version.
     pub fn poison_last_row(&mut self) {
         let start = if self.row_ends.len() >= 2 {
@@ -100,7 +102,7 @@ impl DecisionBatch {
             0
         };
         let mut rows = std::mem::take(&mut self.rows).into_inner();
-        rows.truncate(start + 4 + 8);
+        rows.truncate(start + 4 + 8 + 4);
         let mut garbage = RowBinaryWriter::default();
         garbage.put_leb128_raw(1u64 << 62);
         rows.extend_from_slice(&garbage.into_inner());
@@ -215,18 +217,23 @@ impl RowBatch for DecisionBatch {
         RowPosition {
             topic: None,
             partition: meta.ledger_partition,
-            offset: meta.ledger_offset,
+            offset: crate::route::ledger_position(meta.ledger_offset, meta.ledger_index),
         }
     }
 
     fn refused_row(&self, index: usize, detail: &str) -> Vec<u8> {
         let meta = &self.meta[index];
-        let record = crate::route::UnitRecord::decode(&meta.record)
+        let start = match index {
+            0 => 0,
+            _ => self.meta[index - 1].record_end,
+        };
+        let record = crate::route::UnitRecord::decode(&self.records[start..meta.record_end])
             .expect("a batch's own encoding reads back");
         let mut encoded = RowBinaryWriter::default();
         DecisionRow {
             ledger_partition: meta.ledger_partition,
             ledger_offset: meta.ledger_offset,
+            ledger_index: meta.ledger_index,
             record,
             decided_at_unix_s: meta.decided_at_unix_s,
             reason: Reason::StorageRefused.as_str(),

@@ -41,6 +41,7 @@ pub fn decide_into(
     seen: Seen,
     ledger_partition: u32,
     ledger_offset: u64,
+    ledger_index: u32,
     decided_at_unix_s: u32,
     out: &mut crate::store::rowbinary::RowBinaryWriter,
 ) -> Decision {
@@ -53,6 +54,7 @@ pub fn decide_into(
     crate::store::decisions::DecisionRow {
         ledger_partition,
         ledger_offset,
+        ledger_index,
         record,
         decided_at_unix_s,
         reason,

@@ -17,7 +17,7 @@ use super::state::{LedgerState, Mark, PackedSource, PendingUnit, StateError};
 use crate::ingest::context::IngestContext;
 use crate::ingest::dead_letter::{DeadLetter, DeadLetterSender};
 use crate::ingest::stats::Stats;
-use crate::route::{key_hash, owner_partition, UnitRecord, FLAG_POISON};
+use crate::route::{key_hash, owner_partition, SetReader, UnitRecord, FLAG_POISON};
 use crate::store::decisions::{
     decision_at, for_each_unit_since, last_decision, DecisionRow, DECISION_COLUMNS,
 };
@@ -36,7 +36,7 @@ pub const DECISIONS_TABLE: Table = Table {
     name: "unit_decisions",
     columns: &DECISION_COLUMNS,
     partition_column: "ledger_partition",
-    offset_column: "ledger_offset",
+    position_sql: crate::route::LEDGER_POSITION_SQL,
 };
 
 /// Units read from ClickHouse per state write while restoring.
@@ -200,7 +200,8 @@ pub struct LedgerProcessor {
 }
 
 impl LedgerProcessor {
-    /// Decides one record of units-topic `partition` at `offset` into `batch`.
+    /// Decides the set of records in the units-topic message of `partition` at `offset`
+    /// into `batch` (all of a message's rows go to one batch).
     pub fn process(
         &mut self,
         partition: i32,
@@ -208,29 +209,65 @@ impl LedgerProcessor {
         payload: Option<&[u8]>,
         batch: &mut DecisionBatch,
     ) {
-        let record = match payload.map(UnitRecord::decode) {
-            Some(Ok(record)) => record,
-            other => {
-                // Only this program writes the units topic; anything else is not a
-                // source message, so it has no place in the ledger. Logged, counted, skipped.
-                let detail = match other {
-                    Some(Err(error)) => error.to_string(),
-                    _ => "no value".to_string(),
-                };
-                tracing::error!(message = "Unreadable record on the units topic; skipped.", partition, offset, %detail);
-                self.stats
-                    .records_unreadable
-                    .fetch_add(1, Ordering::Relaxed);
+        // Only this program writes the units topic; anything unreadable is not a source
+        // message, so it has no place in the ledger. Logged, counted, skipped.
+        let unreadable = |stats: &Stats, index: Option<usize>, detail: &str| {
+            tracing::error!(message = "Unreadable record on the units topic; skipped.", partition, offset, ?index, %detail);
+            stats.records_unreadable.fetch_add(1, Ordering::Relaxed);
+        };
+        let set = match payload.map(SetReader::new) {
+            Some(Ok(set)) => set,
+            Some(Err(error)) => {
+                unreadable(&self.stats, None, &error.to_string());
+                batch.note_offset(partition, offset);
+                return;
+            }
+            None => {
+                unreadable(&self.stats, None, "no value");
                 batch.note_offset(partition, offset);
                 return;
             }
         };
+        let decided_at_unix_s = now_unix_s();
+        // One lock per message, not per record: the flusher takes it only to commit.
+        let mut state = self.state.lock().expect("ledger state poisoned");
+        for (index, record) in set.enumerate() {
+            match record {
+                Ok(record) => {
+                    let at = Position {
+                        partition,
+                        offset: offset as u64,
+                        index: index as u32,
+                        decided_at_unix_s,
+                    };
+                    self.decide_one(&mut state, at, record, batch);
+                }
+                Err(error) => unreadable(&self.stats, Some(index), &error.to_string()),
+            }
+        }
+        drop(state);
+        batch.note_offset(partition, offset);
+    }
+
+    /// Decides one record of a set.
+    fn decide_one(
+        &self,
+        state: &mut LedgerState,
+        at: Position,
+        record: UnitRecord<'_>,
+        batch: &mut DecisionBatch,
+    ) {
+        let Position {
+            partition,
+            offset,
+            index,
+            decided_at_unix_s,
+        } = at;
         let program = record.program();
         let key = key_hash(program, record.unit_key);
         if owner_partition(key, self.units_partitions) != partition {
             tracing::error!(message = "A unit record is on a partition that does not own its key: the units topic's partition count changed. Keys are decided by one owner only while it stays fixed.", partition, offset, units_partitions = self.units_partitions);
         }
-        let mut state = self.state.lock().expect("ledger state poisoned");
         let topic_id = match state.topic_id(record.source_topic) {
             Ok(id) => id,
             Err(error) => panic!("ledger state unusable: {error}"),
@@ -244,12 +281,12 @@ impl LedgerProcessor {
             Ok(seen) => seen,
             Err(error) => panic!("ledger state unusable: {error}"),
         };
-        drop(state);
         let mut row = DecisionRow {
             ledger_partition: partition as u32,
-            ledger_offset: offset as u64,
+            ledger_offset: offset,
+            ledger_index: index,
             record,
-            decided_at_unix_s: now_unix_s(),
+            decided_at_unix_s,
             reason: "",
             detail: "",
         };
@@ -270,7 +307,6 @@ impl LedgerProcessor {
                 self.stats
                     .records_already_decided
                     .fetch_add(1, Ordering::Relaxed);
-                batch.note_offset(partition, offset);
                 return;
             }
             Decision::Duplicate(rejection) => {
@@ -293,6 +329,15 @@ impl LedgerProcessor {
             batch.poison_last_row();
         }
     }
+}
+
+/// Where a record is decided: its units-topic coordinates and the decision's time.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    partition: i32,
+    offset: u64,
+    index: u32,
+    decided_at_unix_s: u32,
 }
 
 /// Makes ledger batches durable.

@@ -12,9 +12,10 @@ use super::rowbinary::RowBinaryWriter;
 use bytes::Bytes;
 
 /// Columns of `unit_decisions`, in table order, with their ClickHouse types.
-pub const DECISION_COLUMNS: [(&str, &str); 17] = [
+pub const DECISION_COLUMNS: [(&str, &str); 18] = [
     ("ledger_partition", "UInt32"),
     ("ledger_offset", "UInt64"),
+    ("ledger_index", "UInt32"),
     ("topic", "String"),
     ("partition", "UInt32"),
     ("offset", "UInt64"),
@@ -37,6 +38,8 @@ pub const DECISION_COLUMNS: [(&str, &str); 17] = [
 pub struct DecisionRow<'a> {
     pub ledger_partition: u32,
     pub ledger_offset: u64,
+    /// The record's index in its message's set.
+    pub ledger_index: u32,
     pub record: crate::route::UnitRecord<'a>,
     pub decided_at_unix_s: u32,
     /// `""` for a unit, else the reason code.
@@ -51,6 +54,7 @@ impl DecisionRow<'_> {
         let r = &self.record;
         out.put_u32(self.ledger_partition);
         out.put_u64(self.ledger_offset);
+        out.put_u32(self.ledger_index);
         out.put_str(r.source_topic);
         out.put_u32(r.source_partition);
         out.put_u64(r.source_offset);
@@ -94,19 +98,21 @@ pub async fn last_decision(
     store: &Store,
     ledger_partition: u32,
 ) -> Result<Option<LastDecision>, StoreError> {
-    // argMax over the partition's rows: the primary key (ledger_partition, ledger_offset)
+    // argMax over the partition's rows: the primary key (ledger_partition, ledger_offset, …)
     // narrows the read to this partition's granules.
+    let position = crate::route::LEDGER_POSITION_SQL;
     let statement = store.sql(&format!(
         "SELECT count() AS rows, max(ledger_offset) AS last_offset, \
-                argMax(topic, ledger_offset) AS source_topic, argMax(`partition`, ledger_offset) AS source_partition, \
-                argMax(`offset`, ledger_offset) AS source_offset \
+                argMax(topic, {position}) AS source_topic, argMax(`partition`, {position}) AS source_partition, \
+                argMax(`offset`, {position}) AS source_offset \
          FROM {{db}}.unit_decisions WHERE ledger_partition = {ledger_partition}"
     ));
     let last: LastDecision = store.fetch_one(&statement).await?;
     Ok((last.rows > 0).then_some(last))
 }
 
-/// The source of the decision stored at `ledger_offset` of a units-topic partition.
+/// The source of the last decision stored at `ledger_offset` of a units-topic partition
+/// (the highest index of that message's set).
 pub async fn decision_at(
     store: &Store,
     ledger_partition: u32,
@@ -120,7 +126,8 @@ pub async fn decision_at(
     }
     let statement = store.sql(&format!(
         "SELECT topic AS topic, `partition` AS `partition`, `offset` AS `offset` FROM {{db}}.unit_decisions \
-         WHERE ledger_partition = {ledger_partition} AND ledger_offset = {ledger_offset} LIMIT 1"
+         WHERE ledger_partition = {ledger_partition} AND ledger_offset = {ledger_offset} \
+         ORDER BY ledger_index DESC LIMIT 1"
     ));
     let rows: Vec<At> = store.fetch_all(&statement).await?;
     Ok(rows
@@ -168,13 +175,14 @@ pub async fn for_each_unit_since(
     Ok(count)
 }
 
-/// Rows of `unit_decisions` already stored for the given partitions at or after the given
-/// offsets: how much of a batch landed before an insert that failed ambiguously.
+/// The largest position (`position_sql`: an offset, or a [`crate::route::ledger_position`])
+/// stored in `table` for a partition at or after `from_offset`: how much of a batch landed
+/// before an insert that failed ambiguously.
 pub async fn stored_offsets(
     store: &Store,
     table: &str,
     partition_column: &str,
-    offset_column: &str,
+    position_sql: &str,
     topic: Option<&str>,
     partition: u32,
     from_offset: u64,
@@ -188,8 +196,8 @@ pub async fn stored_offsets(
         .map(|t| format!("topic = '{}' AND ", escape_literal(t)))
         .unwrap_or_default();
     let statement = store.sql(&format!(
-        "SELECT count() AS rows, max(`{offset_column}`) AS max_offset FROM {{db}}.{table} \
-         WHERE {topic_filter}`{partition_column}` = {partition} AND `{offset_column}` >= {from_offset}"
+        "SELECT count() AS rows, max({position_sql}) AS max_offset FROM {{db}}.{table} \
+         WHERE {topic_filter}`{partition_column}` = {partition} AND {position_sql} >= {from_offset}"
     ));
     let max: Max = store.fetch_one(&statement).await?;
     Ok((max.rows > 0).then_some(max.max_offset))

@@ -59,7 +59,8 @@ impl Backoff {
     }
 }
 
-/// Where a row is checkpointed: the partition it belongs to and its offset there.
+/// Where a row is checkpointed: the partition it belongs to and its ascending position
+/// there (the Kafka offset for `outcomes`, a ledger position for `unit_decisions`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RowPosition {
     /// The topic, for tables that hold several (`outcomes`); `None` for one-topic tables.
@@ -92,7 +93,8 @@ pub struct Table {
     pub name: &'static str,
     pub columns: &'static [(&'static str, &'static str)],
     pub partition_column: &'static str,
-    pub offset_column: &'static str,
+    /// SQL of a row's ascending position in its partition ([`RowPosition::offset`]).
+    pub position_sql: &'static str,
 }
 
 /// What a write came to.
@@ -220,7 +222,7 @@ impl Sink {
                 &self.store,
                 self.table.name,
                 self.table.partition_column,
-                self.table.offset_column,
+                self.table.position_sql,
                 topic.as_deref(),
                 partition,
                 from,
