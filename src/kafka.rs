@@ -84,9 +84,10 @@ impl KafkaConfig {
                 "heartbeat.interval.ms",
                 self.heartbeat_interval_ms.to_string(),
             )
-            // Bounded prefetch: at most 32 MiB of messages buffered by librdkafka.
-            .set("queued.max.messages.kbytes", "32768")
-            .set("fetch.max.bytes", "16777216")
+            // Bounded prefetch: at most 16 MiB of messages buffered by librdkafka (~80k
+            // messages of a few hundred bytes: more than a batch, so the loop never waits).
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "8388608")
             // librdkafka waits this long before fetching again once its queue is full (default
             // 1 s); a busy consumer then starves for most of each second.
             .set("fetch.queue.backoff.ms", "20")
@@ -111,8 +112,9 @@ impl KafkaConfig {
                 "heartbeat.interval.ms",
                 self.heartbeat_interval_ms.to_string(),
             )
-            .set("queued.max.messages.kbytes", "32768")
-            .set("fetch.max.bytes", "16777216")
+            // As the raw consumer: 16 MiB are 32+ sets of up to 1,024 unit records.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "8388608")
             .set("fetch.queue.backoff.ms", "20")
             .create()
             .map_err(|source| KafkaSetupError::Client {

@@ -3,6 +3,12 @@
 use clap::Parser;
 use subsidy_ingester::cli::{execute, Cli};
 
+/// mimalloc instead of glibc's malloc: glibc gives each of the ~20 threads (two stages,
+/// librdkafka's, tokio's) its own 64 MiB arena, which kept ~300 MiB of freed batch memory
+/// resident; mimalloc returns it and allocates the small per-message buffers faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -76,10 +76,9 @@ impl Processor {
             }
         };
         debug_assert!(unit.amount_fen >= 0, "a unit never pays a negative amount");
-        row.unit_key = &unit.unit_key;
-        row.recipient_id = &unit.recipient_id;
-        row.district_code = &unit.district_code;
-        row.amount_fen = unit.amount_fen;
+        // The admitted message's row is its checkpoint and says where it went; the unit
+        // itself (key, recipient, district, amount) is the ledger's row in
+        // `unit_decisions`, so it is not stored twice.
         let record = UnitRecord {
             source_topic: message.topic,
             source_partition: message.partition as u32,

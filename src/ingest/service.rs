@@ -153,7 +153,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
             topics: vec![settings.units_topic.clone()],
             detail: e.to_string(),
         })?;
-    let (ledger_tx, mut ledger_rx) =
+    let (ledger_tx, ledger_rx) =
         mpsc::channel::<DecisionBatch>(settings.batches_in_flight_max.max(1));
     let ledger_flusher = LedgerFlusher {
         sink: Sink {
@@ -172,15 +172,13 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let ledger_flusher_shutdown = shutdown.clone();
     let flushed_counter = ledger_batches.clone();
     let ledger_flusher_task = tokio::spawn(async move {
-        while let Some(batch) = ledger_rx.recv().await {
-            let result = ledger_flusher.flush(batch).await;
-            flushed_counter.flushed.fetch_add(1, Ordering::AcqRel);
-            if let Err(error) = result {
-                ledger_flusher_shutdown.store(true, Ordering::Relaxed);
-                return Err(error);
-            }
+        let result =
+            crate::ledger::stage::flush_all(Arc::new(ledger_flusher), ledger_rx, flushed_counter)
+                .await;
+        if result.is_err() {
+            ledger_flusher_shutdown.store(true, Ordering::Relaxed);
         }
-        Ok(())
+        result
     });
     let admit_done = Arc::new(AtomicBool::new(false));
     let routed_high: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
@@ -329,7 +327,6 @@ fn poll_loop(
     let mut batch = Batch::with_capacity(batch_capacity);
     let mut positions: Positions = HashMap::new();
     let mut last_caught_up_check = Instant::now();
-    let mut poll_wait = Duration::ZERO;
     let mut ship_wait = Duration::ZERO;
     let mut caught_up_wait = Duration::ZERO;
     loop {
@@ -337,9 +334,7 @@ fn poll_loop(
             crate::crash::reached("during_shutdown");
             break;
         }
-        let poll_started = Instant::now();
         let polled = consumer.poll(POLL_TIMEOUT);
-        poll_wait += poll_started.elapsed();
         // After the poll, which runs the rebalance callbacks: a revocation drained the
         // shipped batches; the unshipped one is dropped, as nothing of it is durable or
         // routed yet, and its messages are read again from where ClickHouse says.
@@ -426,7 +421,6 @@ fn poll_loop(
     }
     tracing::debug!(
         message = "Poll loop done.",
-        poll_wait_ms = poll_wait.as_millis() as u64,
         ship_wait_ms = ship_wait.as_millis() as u64,
         caught_up_check_ms = caught_up_wait.as_millis() as u64
     );
@@ -647,6 +641,11 @@ pub struct InFlight {
 const DRAIN_WAIT_MAX: Duration = Duration::from_secs(60);
 
 impl InFlight {
+    /// Counts one shipped batch as finished (durable, or failed for good).
+    pub fn batch_flushed(&self) {
+        self.flushed.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Waits until every shipped batch is flushed, at most [`DRAIN_WAIT_MAX`].
     pub fn wait_all_flushed(&self) {
         let started = Instant::now();

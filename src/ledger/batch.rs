@@ -1,7 +1,7 @@
 //! One ledger batch: the encoded decision rows, their dead letters, the units they make new
 //! (to commit to the state once durable), and where each units-topic partition stands.
 
-use super::state::{Mark, PackedSource, PendingUnit};
+use super::state::{Mark, OtherSource, PackedSource, PendingUnit};
 use crate::domain::Reason;
 use crate::ingest::dead_letter::DeadLetter;
 use crate::store::decisions::DecisionRow;
@@ -175,7 +175,11 @@ impl DecisionBatch {
                 None => {}
             }
             if is_refused || meta.unit.is_none() {
-                set.others.push((meta.ledger_partition as i32, meta.source));
+                set.others.push(OtherSource {
+                    partition: meta.ledger_partition as i32,
+                    source: meta.source,
+                    refused: is_refused,
+                });
             }
             marks.insert(
                 meta.ledger_partition as i32,
@@ -198,7 +202,7 @@ pub struct CommitSet {
     /// New units whose rows ClickHouse refused: they paid nothing.
     pub forgotten: Vec<PendingUnit>,
     /// Sources decided as something other than a unit (duplicates, refused rows).
-    pub others: Vec<(i32, PackedSource)>,
+    pub others: Vec<OtherSource>,
     /// Per partition with rows, the mark after its last row.
     pub marks: Vec<(i32, Mark)>,
 }

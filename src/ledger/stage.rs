@@ -13,15 +13,16 @@
 
 use super::batch::DecisionBatch;
 use super::decide::{decide, Decision};
-use super::state::{LedgerState, Mark, PackedSource, PendingUnit, StateError};
+use super::state::{LedgerState, Mark, OtherSource, PackedSource, PendingUnit, StateError};
 use crate::ingest::context::IngestContext;
 use crate::ingest::dead_letter::{DeadLetter, DeadLetterSender};
+use crate::ingest::service::InFlight;
 use crate::ingest::stats::Stats;
 use crate::route::{key_hash, owner_partition, SetReader, UnitRecord, FLAG_POISON};
 use crate::store::decisions::{
     decision_at, for_each_unit_since, last_decision, DecisionRow, DECISION_COLUMNS,
 };
-use crate::store::sink::{Sink, Table};
+use crate::store::sink::{Sink, Table, Written};
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -123,7 +124,7 @@ pub async fn restore(
         return Ok(Some(resume));
     }
     let mut chunk: Vec<PendingUnit> = Vec::with_capacity(RESTORE_CHUNK_UNITS);
-    let mut others: Vec<(i32, PackedSource)> = Vec::new();
+    let mut others: Vec<OtherSource> = Vec::new();
     let mut restored = 0u64;
     let mut failure: Option<StateError> = None;
     let rows = for_each_unit_since(store, partition as u32, from, |row| {
@@ -153,7 +154,11 @@ pub async fn restore(
                 source,
             });
         } else {
-            others.push((partition, source));
+            others.push(OtherSource {
+                partition,
+                source,
+                refused: row.reason == crate::domain::Reason::StorageRefused.as_str(),
+            });
         }
         if chunk.len() + others.len() >= RESTORE_CHUNK_UNITS {
             restored += chunk.len() as u64;
@@ -361,8 +366,9 @@ pub enum LedgerFlushError {
 }
 
 impl LedgerFlusher {
-    /// Makes one batch durable; returns only when it is, or on a permanent error.
-    pub async fn flush(&self, mut batch: DecisionBatch) -> Result<(), LedgerFlushError> {
+    /// Makes one batch's rows durable in ClickHouse (dead letters first); returns only
+    /// when they are, or on a permanent error. [`LedgerFlusher::settle`] comes next.
+    pub async fn write(&self, batch: &mut DecisionBatch) -> Result<Written, LedgerFlushError> {
         let letters = DeadLetterSender {
             producer: &self.producer,
             topic: &self.dlq_topic,
@@ -372,19 +378,37 @@ impl LedgerFlusher {
         .await;
         self.stats.dead_letters_sent(&letters);
         let rows = Bytes::from(batch.take_rows());
-        let written = self.sink.write(&batch, rows).await?;
+        let insert_started = Instant::now();
+        let written = self.sink.write(&*batch, rows).await?;
         self.stats
             .insert_retries
             .fetch_add(written.retries, Ordering::Relaxed);
+        tracing::debug!(
+            message = "Ledger batch in ClickHouse.",
+            rows = batch.len(),
+            insert_ms = insert_started.elapsed().as_millis() as u64
+        );
         crate::crash::reached("ledger_after_insert");
+        Ok(written)
+    }
+
+    /// Commits a batch ClickHouse holds to the state, then counts it and commits its
+    /// offsets to Kafka (advisory). Blocking: the store writes to disk.
+    pub fn settle(&self, batch: &DecisionBatch, written: &Written) -> Result<(), LedgerFlushError> {
         let set = batch.commit_set(&written.refused);
-        {
-            let mut state = self.state.lock().expect("ledger state poisoned");
-            for unit in &set.forgotten {
-                state.forget_pending(unit.key);
-            }
-            state.commit(&set.paid, &set.others, &set.marks)?;
-        }
+        let state_started = Instant::now();
+        LedgerState::commit_shared(
+            &self.state,
+            &set.forgotten,
+            &set.paid,
+            &set.others,
+            &set.marks,
+        )?;
+        tracing::debug!(
+            message = "Ledger batch in the state.",
+            units = set.paid.len(),
+            state_ms = state_started.elapsed().as_millis() as u64
+        );
         crate::crash::reached("ledger_after_state");
         let (units, rejected) = batch.tally(&written.refused);
         self.stats.batch_durable(units, &rejected);
@@ -404,6 +428,40 @@ impl LedgerFlusher {
         }
         Ok(())
     }
+}
+
+/// The ledger flusher's loop, two batches deep: while the state commits batch N (disk
+/// work), batch N+1 goes to ClickHouse. The state still commits in batch order and only
+/// after ClickHouse holds a batch, so it is never ahead of ClickHouse. Each batch counts
+/// as flushed in `in_flight` once settled (or failed), for the revocation drain.
+pub async fn flush_all(
+    flusher: Arc<LedgerFlusher>,
+    mut batches: tokio::sync::mpsc::Receiver<DecisionBatch>,
+    in_flight: Arc<InFlight>,
+) -> Result<(), LedgerFlushError> {
+    let mut settling: Option<tokio::task::JoinHandle<Result<(), LedgerFlushError>>> = None;
+    while let Some(mut batch) = batches.recv().await {
+        let written = match flusher.write(&mut batch).await {
+            Ok(written) => written,
+            Err(error) => {
+                in_flight.batch_flushed();
+                return Err(error);
+            }
+        };
+        if let Some(previous) = settling.take() {
+            previous.await.expect("the ledger settle task panicked")?;
+        }
+        let (flusher, in_flight) = (flusher.clone(), in_flight.clone());
+        settling = Some(tokio::task::spawn_blocking(move || {
+            let result = flusher.settle(&batch, &written);
+            in_flight.batch_flushed();
+            result
+        }));
+    }
+    if let Some(previous) = settling {
+        previous.await.expect("the ledger settle task panicked")?;
+    }
+    Ok(())
 }
 
 fn now_unix_s() -> u32 {

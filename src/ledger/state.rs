@@ -106,6 +106,48 @@ pub struct PendingUnit {
     pub source: PackedSource,
 }
 
+/// Hashes a key hash by taking its low 64 bits: the keys are xxh3 digests already, so
+/// SipHash on top only costs time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHashBuilder;
+
+impl std::hash::BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// See [`KeyHashBuilder`]; any other input is folded in FNV-style.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 ^= key as u64;
+    }
+}
+
+/// A source decided as something other than a unit: a `duplicate`, or a row ClickHouse
+/// refused (`storage_refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherSource {
+    pub partition: i32,
+    pub source: PackedSource,
+    pub refused: bool,
+}
+
 /// The dedup state of the partitions this instance owns.
 pub struct LedgerState {
     dir: PathBuf,
@@ -117,13 +159,17 @@ pub struct LedgerState {
     partitions: HashMap<i32, PartitionHandle>,
     topics: Vec<String>,
     /// Decided new, not yet durable in ClickHouse and the store.
-    pending: HashMap<u128, PackedSource>,
+    pending: HashMap<u128, PackedSource, KeyHashBuilder>,
     /// Sources decided as something other than a unit (a `duplicate`, `storage_refused`),
     /// not yet durable: (units-topic partition, source).
     pending_others: std::collections::HashSet<(i32, [u8; 16])>,
     /// Open `decided-{p}` partitions: the sources decided as something other than a unit,
     /// so a second copy of such a record is recognised too.
     others: HashMap<i32, PartitionHandle>,
+    /// Per partition, whether it ever stored a refused source (meta `refused/{p}`). Only
+    /// then can a key the store lacks belong to a record decided before, so the common
+    /// case of a new key skips the `decided-{p}` lookup.
+    refused_any: HashMap<i32, bool>,
 }
 
 impl LedgerState {
@@ -212,9 +258,10 @@ impl LedgerState {
             meta,
             partitions: HashMap::new(),
             topics,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             pending_others: std::collections::HashSet::new(),
             others: HashMap::new(),
+            refused_any: HashMap::new(),
         })
     }
 
@@ -269,6 +316,19 @@ impl LedgerState {
         }
         let handle = self.others_partition(partition)?;
         handle.contains_key(bytes).map_err(self.err())
+    }
+
+    /// Returns true if and only if `partition` ever stored a refused source.
+    fn refused_any(&mut self, partition: i32) -> Result<bool, StateError> {
+        if let Some(&any) = self.refused_any.get(&partition) {
+            return Ok(any);
+        }
+        let any = self
+            .meta
+            .contains_key(format!("refused/{partition}"))
+            .map_err(self.err())?;
+        self.refused_any.insert(partition, any);
+        Ok(any)
     }
 
     /// The generation of a partition's keyspace partitions: a wipe moves to fresh ones
@@ -337,7 +397,9 @@ impl LedgerState {
         };
         Ok(match existing {
             // A second copy of a record whose unit row ClickHouse refused pays nothing either.
-            None if self.decided_other(partition, source)? => Seen::SameMessage,
+            None if self.refused_any(partition)? && self.decided_other(partition, source)? => {
+                Seen::SameMessage
+            }
             None => {
                 self.pending.insert(key, source);
                 Seen::New
@@ -372,29 +434,102 @@ impl LedgerState {
     pub fn commit(
         &mut self,
         units: &[PendingUnit],
-        others: &[(i32, PackedSource)],
+        others: &[OtherSource],
         marks: &[(i32, Mark)],
     ) -> Result<(), StateError> {
-        let mut batch = self.keyspace.batch();
-        for unit in units {
-            let handle = self.partition(unit.partition)?;
-            batch.insert(&handle, unit.key.to_be_bytes(), unit.source.to_bytes());
+        self.prepare(units, others, marks)?
+            .commit()
+            .map_err(self.err())?;
+        self.settle(units, others);
+        Ok(())
+    }
+
+    /// [`LedgerState::commit`] on a shared state, holding the lock only to prepare the
+    /// write and to settle the overlay, not while the store writes (~1 µs a unit): the
+    /// ledger's poll loop keeps deciding meanwhile. A key is then briefly both pending and
+    /// stored, with the same source, which decides the same way.
+    ///
+    /// `forgotten` are pending units whose rows ClickHouse refused: they leave the overlay
+    /// in the same locked step that makes their sources known as decided, so no second
+    /// copy of such a record can be decided new in between.
+    pub fn commit_shared(
+        state: &std::sync::Mutex<LedgerState>,
+        forgotten: &[PendingUnit],
+        units: &[PendingUnit],
+        others: &[OtherSource],
+        marks: &[(i32, Mark)],
+    ) -> Result<(), StateError> {
+        let (batch, dir) = {
+            let mut guard = state.lock().expect("ledger state poisoned");
+            for unit in forgotten {
+                guard.pending.remove(&unit.key);
+            }
+            (guard.prepare(units, others, marks)?, guard.dir.clone())
+        };
+        batch
+            .commit()
+            .map_err(|source| StateError::Store { dir, source })?;
+        state
+            .lock()
+            .expect("ledger state poisoned")
+            .settle(units, others);
+        Ok(())
+    }
+
+    /// The one atomic store write of a commit; the other sources count as decided in the
+    /// overlay from now on.
+    fn prepare(
+        &mut self,
+        units: &[PendingUnit],
+        others: &[OtherSource],
+        marks: &[(i32, Mark)],
+    ) -> Result<fjall::Batch, StateError> {
+        for other in others {
+            self.pending_others
+                .insert((other.partition, other.source.to_bytes()));
+            if other.refused {
+                self.refused_any.insert(other.partition, true);
+            }
         }
-        for (partition, source) in others {
-            let handle = self.others_partition(*partition)?;
-            batch.insert(&handle, source.to_bytes(), []);
+        let mut batch = self.keyspace.batch();
+        // In key order per partition: the memtable's skip list inserts neighbours faster
+        // than random keys, and each partition's handle is looked up once.
+        let mut sorted: Vec<&PendingUnit> = units.iter().collect();
+        sorted.sort_unstable_by_key(|u| (u.partition, u.key));
+        let mut open: Option<(i32, PartitionHandle)> = None;
+        for unit in sorted {
+            let handle = match &open {
+                Some((partition, handle)) if *partition == unit.partition => handle,
+                _ => {
+                    &open
+                        .insert((unit.partition, self.partition(unit.partition)?))
+                        .1
+                }
+            };
+            batch.insert(handle, unit.key.to_be_bytes(), unit.source.to_bytes());
+        }
+        for other in others {
+            let handle = self.others_partition(other.partition)?;
+            batch.insert(&handle, other.source.to_bytes(), []);
+            if other.refused {
+                batch.insert(&self.meta, format!("refused/{}", other.partition), []);
+            }
         }
         for (partition, mark) in marks {
             batch.insert(&self.meta, format!("mark/{partition}"), mark.to_bytes());
         }
-        batch.commit().map_err(self.err())?;
+        Ok(batch)
+    }
+
+    /// Drops what a commit made durable from the overlay.
+    fn settle(&mut self, units: &[PendingUnit], others: &[OtherSource]) {
         for unit in units {
             self.pending.remove(&unit.key);
         }
-        for (partition, source) in others {
-            self.pending_others.remove(&(*partition, source.to_bytes()));
+        for other in others {
+            self.pending_others
+                .remove(&(other.partition, other.source.to_bytes()));
         }
-        Ok(())
     }
 
     /// Empties the store of one partition (it belongs to another life of the database).
@@ -403,6 +538,7 @@ impl LedgerState {
         let others = self.others_partition(partition)?;
         self.partitions.remove(&partition);
         self.others.remove(&partition);
+        self.refused_any.remove(&partition);
         let next = self.generation(partition)? + 1;
         let mut batch = self.keyspace.batch();
         batch.insert(
@@ -411,6 +547,7 @@ impl LedgerState {
             next.to_le_bytes(),
         );
         batch.remove(&self.meta, format!("mark/{partition}"));
+        batch.remove(&self.meta, format!("refused/{partition}"));
         batch.commit().map_err(self.err())?;
         self.keyspace.delete_partition(units).map_err(self.err())?;
         self.keyspace.delete_partition(others).map_err(self.err())?;
@@ -490,8 +627,24 @@ mod tests {
                 key: 7,
                 source: source(5),
             };
+            // Key 11's unit row at source 12 was refused by ClickHouse: paid nothing.
+            assert_eq!(
+                state.check_and_record(3, 11, source(12)).unwrap(),
+                Seen::New
+            );
+            state.forget_pending(11);
+            let duplicate = OtherSource {
+                partition: 3,
+                source: source(9),
+                refused: false,
+            };
+            let refused = OtherSource {
+                source: source(12),
+                refused: true,
+                ..duplicate
+            };
             state
-                .commit(&[unit], &[(3, source(9))], &[(3, mark)])
+                .commit(&[unit], &[duplicate, refused], &[(3, mark)])
                 .unwrap();
         }
         let mut state = LedgerState::open(dir.path()).unwrap();
@@ -506,6 +659,16 @@ mod tests {
             state.check_and_record(3, 7, source(10)).unwrap(),
             Seen::DuplicateOf("raw/1/5".into())
         );
+        // A second copy of the refused record is not paid; another source of key 11 is.
+        assert_eq!(
+            state.check_and_record(3, 11, source(12)).unwrap(),
+            Seen::SameMessage
+        );
+        assert_eq!(
+            state.check_and_record(3, 11, source(13)).unwrap(),
+            Seen::New
+        );
+        state.forget_pending(11);
         // Key 8 was only pending: gone, as ClickHouse never got it either.
         assert_eq!(state.check_and_record(3, 8, source(6)).unwrap(), Seen::New);
         state.wipe(3).unwrap();
