@@ -19,6 +19,8 @@ bash scripts/services.sh start
 echo "--- building (release)"
 cargo build --release --quiet
 bin=target/release/subsidy-ingester
+# The dev tools (sample feeds, benchmarks) are their own binary, built alongside.
+dev=target/release/subsidy-dev
 
 export SUBSIDY_CLICKHOUSE_DATABASE="${SUBSIDY_CLICKHOUSE_DATABASE:-subsidy_demo}"
 export SUBSIDY_TOPICS="${run_id}.takeout.orders,${run_id}.import.parcels,${run_id}.rural.deliveries"
@@ -34,7 +36,7 @@ curl -sf "${SUBSIDY_CLICKHOUSE_URL:-http://127.0.0.1:8123}/" \
 "$bin" migrate
 
 echo "--- sample feed: ${events} events, seed ${seed}, into ${SUBSIDY_TOPICS}"
-"$bin" sample --events "$events" --seed "$seed" --cap-crossing --out-dir "$data_dir" --produce
+"$dev" sample --events "$events" --seed "$seed" --cap-crossing --out-dir "$data_dir" --produce
 "$bin" refdata load --firms "$data_dir/firms.csv" --outlets "$data_dir/outlets.csv" --zones "$data_dir/zones.csv"
 
 echo "--- ingesting until caught up"

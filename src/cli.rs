@@ -4,18 +4,15 @@
 use crate::ingest::batch::BatchLimits;
 use crate::ingest::{self, RunSettings};
 use crate::kafka::KafkaConfig;
-use crate::refdata::{self, RefDataError};
 use crate::report::{self, Format, Grouping, ReportQuery};
 use crate::store::{migrate, refdata_store, Store, StoreConfig};
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit code when `run` could not flush within `shutdown_timeout_ms` after a signal.
-pub const EXIT_SHUTDOWN_TIMEOUT: i32 = 3;
+pub use crate::ingest::EXIT_SHUTDOWN_TIMEOUT;
 
 /// The SPEC's default source topics: takeout orders, import parcels, rural deliveries.
 pub const DEFAULT_TOPICS: &str =
@@ -85,12 +82,26 @@ impl ClickHouseArgs {
     }
 }
 
-/// Where Kafka is and how the consumer group behaves.
+/// Where Kafka is: the one `--brokers` flag every Kafka-facing command flattens in.
 #[derive(Debug, Clone, Args)]
-pub struct KafkaArgs {
+pub struct BrokerArgs {
     /// Bootstrap brokers, `host:port[,host:port…]`.
     #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+}
+
+impl BrokerArgs {
+    /// Settings for a client outside a consumer group's life (producers, checks, tools).
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig::for_tools(&self.brokers)
+    }
+}
+
+/// Where Kafka is and how the consumer group behaves.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
     /// Consumer group; ingesters sharing it share the partitions.
     #[arg(long, env = "SUBSIDY_GROUP_ID", default_value = "subsidy-ingester")]
     pub group_id: String,
@@ -106,7 +117,7 @@ impl KafkaArgs {
     /// The Kafka configuration these flags describe.
     pub fn kafka_config(&self) -> KafkaConfig {
         KafkaConfig {
-            brokers: self.brokers.clone(),
+            brokers: self.brokers.brokers.clone(),
             group_id: self.group_id.clone(),
             session_timeout_ms: self.session_timeout_ms,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
@@ -136,10 +147,6 @@ pub enum Command {
         #[command(subcommand)]
         command: RepairCommand,
     },
-    /// Generate a realistic sample feed (reference CSVs and events) and optionally produce it.
-    Sample(SampleArgs),
-    /// End-to-end benchmark against a bare consumer: events/s, ratio and peak RSS.
-    Bench(BenchArgs),
     /// Dry run: reprocess a topic range (from an offset or a time) into a scratch database
     /// and show how the outcomes and nominal totals differ from live (audits, rule fixes).
     Replay(ReplayArgs),
@@ -152,11 +159,11 @@ pub enum Command {
 
 impl Command {
     /// The log filter when `SUBSIDY_LOG` is unset: `info` for the long-running and
-    /// long-working commands operators watch (`run`, `bench`, `replay`, `sample`); `warn`
+    /// long-working commands operators watch (`run`, `replay`); `warn`
     /// for the ones analysts run in a terminal, whose answer is on stdout.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Run(_) | Command::Bench(_) | Command::Replay(_) | Command::Sample(_) => "info",
+            Command::Run(_) | Command::Replay(_) => "info",
             Command::Migrate
             | Command::Refdata { .. }
             | Command::CrashPoints
@@ -239,60 +246,6 @@ fn parse_program(text: &str) -> Result<crate::domain::Program, String> {
     })
 }
 
-/// Order of a produced sample feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SampleOrder {
-    /// As generated (months already out of order).
-    Generated,
-    /// Sorted by event time.
-    Time,
-    /// Shuffled with the seed.
-    Shuffled,
-}
-
-/// Flags of `sample`.
-#[derive(Debug, Args)]
-pub struct SampleArgs {
-    /// Messages to generate.
-    #[arg(long, env = "SUBSIDY_SAMPLE_EVENTS", default_value_t = 100_000)]
-    pub events: usize,
-    /// Seed; the same seed gives the same feed.
-    #[arg(long, env = "SUBSIDY_SAMPLE_SEED", default_value_t = 2022)]
-    pub seed: u64,
-    /// Add one import firm and one rural outlet past their yearly caps (needs ≥ 350,000 events).
-    #[arg(long, env = "SUBSIDY_SAMPLE_CAP_CROSSING")]
-    pub cap_crossing: bool,
-    /// Message order.
-    #[arg(
-        long,
-        value_enum,
-        env = "SUBSIDY_SAMPLE_ORDER",
-        default_value = "shuffled"
-    )]
-    pub order: SampleOrder,
-    /// Where firms.csv, outlets.csv and zones.csv are written.
-    #[arg(long, env = "SUBSIDY_SAMPLE_OUT_DIR", default_value = "sample-data")]
-    pub out_dir: PathBuf,
-    /// Produce the events into Kafka (topics created if missing).
-    #[arg(long)]
-    pub produce: bool,
-    /// Partitions of each topic created by `--produce`.
-    #[arg(long, env = "SUBSIDY_SAMPLE_PARTITIONS", default_value_t = 4)]
-    pub partitions: i32,
-    /// Bootstrap brokers.
-    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    /// Topics for takeout orders, import parcels and rural deliveries, in that order.
-    #[arg(
-        long,
-        env = "SUBSIDY_TOPICS",
-        value_delimiter = ',',
-        num_args = 3,
-        default_value = DEFAULT_TOPICS
-    )]
-    pub topics: Vec<String>,
-}
-
 /// Flags of `conservation`.
 #[derive(Debug, Args)]
 pub struct ConservationArgs {
@@ -302,9 +255,8 @@ pub struct ConservationArgs {
     /// Accepted for scripts written before the broker check became the default.
     #[arg(long, hide = true, conflicts_with = "no_kafka")]
     pub with_kafka: bool,
-    /// Bootstrap brokers.
-    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
     /// The source topics: every partition of them must be consumed, besides those found
     /// in storage.
     #[command(flatten)]
@@ -314,37 +266,6 @@ pub struct ConservationArgs {
     #[arg(long, env = "SUBSIDY_CONSERVATION_SETTLE_MS", default_value_t = 10_000)]
     pub settle_ms: u64,
     /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Flags of `bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Events to produce and ingest.
-    #[arg(long, env = "SUBSIDY_BENCH_EVENTS", default_value_t = 1_000_000)]
-    pub events: usize,
-    /// Seed of the sample feed.
-    #[arg(long, env = "SUBSIDY_BENCH_SEED", default_value_t = 1)]
-    pub seed: u64,
-    /// Partitions per topic.
-    #[arg(long, env = "SUBSIDY_BENCH_PARTITIONS", default_value_t = 4)]
-    pub partitions: i32,
-    /// Bootstrap brokers.
-    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    /// Keep the scratch database (`bench_<millis>`) for inspection.
-    #[arg(long)]
-    pub keep: bool,
-    /// Seed this many units of history first (the rows ingesting them would write), then
-    /// measure the analyst queries, a restart and the ingest on top of that history.
-    #[arg(long, env = "SUBSIDY_BENCH_HISTORY_UNITS", default_value_t = 0)]
-    pub history_units: u64,
-    /// Measure only the core path (decode, rules, routing, encoding, the ledger's
-    /// decision) on one thread, without Kafka or ClickHouse: ns/event and events/s/core.
-    #[arg(long, conflicts_with = "history_units")]
-    pub core: bool,
-    /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -382,9 +303,8 @@ pub struct ReplayArgs {
     /// Print the report as JSON instead of text.
     #[arg(long, env = "SUBSIDY_REPLAY_JSON")]
     pub json: bool,
-    /// Bootstrap brokers.
-    #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    #[command(flatten)]
+    pub brokers: BrokerArgs,
 }
 
 impl ReplayArgs {
@@ -402,7 +322,7 @@ impl ReplayArgs {
             (None, None) => None,
         };
         crate::replay::ReplaySettings {
-            kafka: plain_kafka(&self.brokers),
+            kafka: self.brokers.kafka_config(),
             scratch_database: self
                 .scratch_database
                 .clone()
@@ -536,40 +456,15 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                     outlets,
                     zones,
                 },
-        } => load_refdata(&cli.clickhouse, firms, outlets, zones).await,
-        Command::Run(args) => run(&cli.clickhouse, &args).await,
-        Command::Sample(args) => sample(args).await,
-        Command::Bench(args) if args.core => {
-            let (events, seed) = (args.events, args.seed);
-            let report =
-                tokio::task::spawn_blocking(move || crate::bench_core::bench_core(events, seed, 3))
-                    .await?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", crate::bench_core::render(&report));
-            }
-            Ok(())
-        }
-        Command::Bench(args) => {
-            let settings = crate::bench::BenchSettings {
-                events: args.events,
-                seed: args.seed,
-                partitions: args.partitions,
-                kafka: plain_kafka(&args.brokers),
-                store: cli.clickhouse.store_config(),
-                keep: args.keep,
-                history_units: args.history_units,
-                ingester_exe: std::env::current_exe().context("cannot find this binary")?,
+        } => {
+            let files = refdata_store::RefdataFiles {
+                firms,
+                outlets,
+                zones,
             };
-            let report = crate::bench::bench(&settings).await?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", crate::bench::render(&report));
-            }
-            Ok(())
+            load_refdata(&cli.clickhouse, files).await
         }
+        Command::Run(args) => run(&cli.clickhouse, &args).await,
         Command::Replay(args) => {
             let report = crate::replay::replay(&args.settings(&cli.clickhouse)).await?;
             if args.json {
@@ -583,7 +478,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let store = Store::connect(&cli.clickhouse.store_config()).await?;
             migrate::ensure_migrated(&store).await?;
             let options = crate::conservation::CheckOptions {
-                kafka: (!args.no_kafka).then(|| plain_kafka(&args.brokers)),
+                kafka: (!args.no_kafka).then(|| args.brokers.kafka_config()),
                 topics: args.source.topics.clone(),
                 settle: Duration::from_millis(args.settle_ms),
             };
@@ -649,131 +544,22 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Kafka settings for clients outside a consumer group's life (producers, benchmark).
-fn plain_kafka(brokers: &str) -> KafkaConfig {
-    KafkaConfig {
-        brokers: brokers.to_string(),
-        group_id: "subsidy-ingester-tools".into(),
-        session_timeout_ms: 6_000,
-        heartbeat_interval_ms: 500,
-    }
-}
-
-async fn sample(args: SampleArgs) -> anyhow::Result<()> {
-    use crate::sample::{FeedOrder, SampleConfig, SampleTopics};
-    let mut config = if args.cap_crossing {
-        if args.events < crate::sample::CAP_CROSSING_EVENTS_MIN {
-            bail!(
-                "--cap-crossing needs --events of at least {}",
-                crate::sample::CAP_CROSSING_EVENTS_MIN
-            );
-        }
-        SampleConfig::with_cap_crossing(args.events, args.seed)
-    } else {
-        SampleConfig {
-            seed: args.seed,
-            events: args.events,
-            ..SampleConfig::default()
-        }
-    };
-    config.topics = SampleTopics {
-        takeout: args.topics[0].clone(),
-        import: args.topics[1].clone(),
-        rural: args.topics[2].clone(),
-    };
-    let mut feed = crate::sample::generate(&config);
-    feed.reorder(match args.order {
-        SampleOrder::Generated => FeedOrder::AsGenerated,
-        SampleOrder::Time => FeedOrder::TimeOrdered,
-        SampleOrder::Shuffled => FeedOrder::Shuffled { seed: args.seed },
-    });
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
-    let write = |name: &str, text: String| -> anyhow::Result<()> {
-        let path = args.out_dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-    };
-    write("firms.csv", refdata::firms_to_csv(&feed.firms))?;
-    write("outlets.csv", refdata::outlets_to_csv(&feed.outlets))?;
-    write("zones.csv", refdata::zones_to_csv(&feed.zones))?;
-    let mut by_outcome: std::collections::BTreeMap<String, u64> = Default::default();
-    for message in &feed.messages {
-        let key = match message.expected.reason() {
-            Some(reason) => reason.as_str().to_string(),
-            None => "accepted".to_string(),
-        };
-        *by_outcome.entry(key).or_default() += 1;
-    }
-    println!(
-        "sample: {} events, {} firms, {} outlets, {} zones written to {}; expected outcomes {}",
-        feed.messages.len(),
-        feed.firms.len(),
-        feed.outlets.len(),
-        feed.zones.len(),
-        args.out_dir.display(),
-        serde_json::to_string(&by_outcome)?
-    );
-    if args.produce {
-        let started = std::time::Instant::now();
-        let sent =
-            crate::feed::produce(&plain_kafka(&args.brokers), &feed.messages, args.partitions)
-                .await?;
-        println!(
-            "sample: produced {sent} messages to {} in {:.1} s",
-            args.topics.join(", "),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
-}
-
 async fn load_refdata(
     clickhouse: &ClickHouseArgs,
-    firms: Option<PathBuf>,
-    outlets: Option<PathBuf>,
-    zones: Option<PathBuf>,
+    files: refdata_store::RefdataFiles,
 ) -> anyhow::Result<()> {
-    if firms.is_none() && outlets.is_none() && zones.is_none() {
-        bail!("nothing to load: give at least one of --firms, --outlets, --zones");
-    }
-    // Parse every file before storing anything: one bad row anywhere stores nothing.
-    let mut errors: Vec<RefDataError> = Vec::new();
-    let firm_records = firms
-        .as_deref()
-        .and_then(|p| refdata::load_firms_file(p).map_err(|e| errors.push(e)).ok());
-    let outlet_records = outlets.as_deref().and_then(|p| {
-        refdata::load_outlets_file(p)
-            .map_err(|e| errors.push(e))
-            .ok()
-    });
-    let zone_records = zones
-        .as_deref()
-        .and_then(|p| refdata::load_zones_file(p).map_err(|e| errors.push(e)).ok());
-    if !errors.is_empty() {
-        for error in &errors {
-            eprintln!("error: {error}");
+    let valid = match refdata_store::validate_files(&files) {
+        Ok(valid) => valid,
+        Err(refdata_store::LoadError::Rejected(errors)) => {
+            for error in &errors {
+                eprintln!("error: {error}");
+            }
+            return Err(refdata_store::LoadError::Rejected(errors).into());
         }
-        bail!(
-            "reference data rejected ({} file(s) with errors); nothing was loaded",
-            errors.len()
-        );
-    }
+        Err(other) => return Err(other.into()),
+    };
     let store = Store::connect(&clickhouse.store_config()).await?;
-    migrate::ensure_migrated(&store).await?;
-    let load_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("system clock before 1970")?
-        .as_millis() as u64;
-    let label = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let (firm_label, outlet_label, zone_label) = (label(&firms), label(&outlets), label(&zones));
-    let counts = refdata_store::save_snapshots(
-        &store,
-        load_id,
-        firm_label.as_deref().zip(firm_records.as_deref()),
-        outlet_label.as_deref().zip(outlet_records.as_deref()),
-        zone_label.as_deref().zip(zone_records.as_deref()),
-    )
-    .await?;
+    let (load_id, counts) = refdata_store::store_files(&store, &valid).await?;
     println!(
         "loaded reference data {load_id} into {}: {} firms, {} outlets, {} zones",
         store.database(),
@@ -785,37 +571,8 @@ async fn load_refdata(
 }
 
 async fn run(clickhouse: &ClickHouseArgs, args: &RunArgs) -> anyhow::Result<()> {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let signal_flag = shutdown.clone();
     let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!(message = "Shutdown requested; flushing.");
-        signal_flag.store(true, Ordering::Relaxed);
-        tokio::time::sleep(shutdown_timeout).await;
-        eprintln!(
-            "error: could not flush within {} ms after the signal; exiting. Unflushed messages are re-read on the next start (nothing is lost).",
-            shutdown_timeout.as_millis()
-        );
-        std::process::exit(EXIT_SHUTDOWN_TIMEOUT);
-    });
-    let summary = ingest::run(args.settings(clickhouse), shutdown).await?;
+    let summary = ingest::run_until_signal(args.settings(clickhouse), shutdown_timeout).await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!(message = "Cannot listen for SIGTERM.", %error);
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

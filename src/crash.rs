@@ -40,7 +40,7 @@ pub const CRASH_POINTS: [(&str, &str); 14] = [
     ),
     (
         "ledger_mid_batch",
-        "a unit record was decided into a ledger batch that is not shipped",
+        "a units-topic message (a set of records) was decided into a ledger batch that is not shipped",
     ),
     (
         "ledger_after_insert",

@@ -56,6 +56,16 @@ pub enum KafkaSetupError {
 }
 
 impl KafkaConfig {
+    /// Settings for clients outside a consumer group's life: producers, checks, tools.
+    pub fn for_tools(brokers: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.to_string(),
+            group_id: "subsidy-ingester-tools".into(),
+            session_timeout_ms: 6_000,
+            heartbeat_interval_ms: 500,
+        }
+    }
+
     fn validate(&self) -> Result<(), KafkaSetupError> {
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms {
             return Err(KafkaSetupError::HeartbeatTooSlow {

@@ -22,24 +22,18 @@
 //! - [`report`]: `report monthly` queries and rendering.
 //! - [`conservation`]: the per-partition check that messages = units + rejected rows.
 //! - [`crash`]: named crash points and the poison-row hook, for fault injection.
-//! - [`sample`]: a deterministic sample-feed generator with the expected outcome of every message.
-//! - [`feed`]: producing a sample feed into Kafka.
-//! - [`bench`](mod@bench): the end-to-end benchmark against a bare consumer.
-//! - [`bench_core`]: `bench --core`: the CPU cost of the pure path per event.
-//! - [`bench_history`]: seeding N units of history for `bench --history-units`.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
 //! - [`cli`]: the command line.
+//!
+//! Dev tools — the sample-feed generator, producing it, the benchmarks — are the
+//! `subsidy-devtools` crate (`devtools/`, binary `subsidy-dev`), not part of this library.
 
-pub mod bench;
-pub mod bench_core;
-pub mod bench_history;
 pub mod cli;
 pub mod conservation;
 pub mod crash;
 pub mod decode;
 pub mod dedup;
 pub mod domain;
-pub mod feed;
 pub mod ingest;
 pub mod kafka;
 pub mod ledger;
@@ -49,5 +43,4 @@ pub mod replay;
 pub mod report;
 pub mod route;
 pub mod rules;
-pub mod sample;
 pub mod store;

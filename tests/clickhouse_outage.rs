@@ -20,8 +20,8 @@ use harness::{require_services, write_file, World};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use subsidy_devtools::sample::{generate, FeedOrder, SampleConfig, SampleMessage};
 use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
-use subsidy_ingester::sample::{generate, FeedOrder, SampleConfig, SampleMessage};
 use subsidy_ingester::store::{Store, StoreConfig};
 
 /// Events in the outage feed: enough for one firm past its import cap and one outlet past
@@ -269,7 +269,7 @@ fn assert_alive(child: &mut Child, stderr_log: &Path, when: &str) {
 
 async fn produce(messages: &[SampleMessage]) {
     let kafka = harness::kafka_config("producer");
-    subsidy_ingester::feed::produce(&kafka, messages, PARTITIONS)
+    subsidy_devtools::feed::produce(&kafka, messages, PARTITIONS)
         .await
         .expect("produce the feed");
 }

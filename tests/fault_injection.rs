@@ -37,7 +37,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subsidy_ingester::sample::{FeedOrder, SampleMessage};
+use subsidy_devtools::sample::{FeedOrder, SampleMessage};
 
 /// Partitions per topic in the crash test.
 const CRASH_PARTITIONS: i32 = 4;
@@ -643,7 +643,9 @@ struct Fault {
 fn crash_after(point: &str) -> u64 {
     match point {
         "mid_batch" => 27_777,
-        "ledger_mid_batch" => 17_777,
+        // Reached per units-topic message (a set of up to 1,024 records): the second
+        // ledger batch (of ~20 sets), half full.
+        "ledger_mid_batch" => 30,
         "before_dead_letters" | "after_dead_letters" | "after_route" | "mid_insert" => 2,
         "after_insert" | "after_commit" | "ledger_after_insert" | "ledger_after_state" => 3,
         _ => 1,
@@ -666,7 +668,7 @@ async fn crash_at_every_point_and_sigkill_at_random_moments_loses_nothing_and_co
     let kills = env_number("SUBSIDY_SOAK_KILLS", 5) as usize;
     let seed = env_number("SUBSIDY_SOAK_SEED", 2024);
     assert!(
-        events >= subsidy_ingester::sample::CAP_CROSSING_EVENTS_MIN,
+        events >= subsidy_devtools::sample::CAP_CROSSING_EVENTS_MIN,
         "SUBSIDY_SOAK_EVENTS={events}: the cap-crossing feed needs at least 350,000"
     );
     assert!(kills >= 5, "SUBSIDY_SOAK_KILLS={kills}: at least 5");
@@ -713,7 +715,7 @@ async fn crash_at_every_point_and_sigkill_at_random_moments_loses_nothing_and_co
                 if i > 0 {
                     tokio::time::sleep(chunk_pause).await;
                 }
-                subsidy_ingester::feed::produce(&kafka, part, CRASH_PARTITIONS)
+                subsidy_devtools::feed::produce(&kafka, part, CRASH_PARTITIONS)
                     .await
                     .unwrap_or_else(|e| panic!("producing chunk {i}: {e}"));
                 produced_chunks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -971,7 +973,7 @@ async fn two_and_three_instances_joining_and_leaving_give_the_same_exact_totals(
     let expectation = oracle::expect(&feed.messages);
     world.migrate_and_load_refdata(&feed, logs);
     let kafka = harness::kafka_config("producer");
-    subsidy_ingester::feed::produce(&kafka, &feed.messages, GROUP_PARTITIONS)
+    subsidy_devtools::feed::produce(&kafka, &feed.messages, GROUP_PARTITIONS)
         .await
         .expect("produce the feed");
     drop(feed);
@@ -1197,7 +1199,7 @@ async fn four_instances_over_twelve_units_partitions_each_hold_about_a_quarter_o
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
-    subsidy_ingester::feed::produce(&kafka, &feed.messages, GROUP_PARTITIONS)
+    subsidy_devtools::feed::produce(&kafka, &feed.messages, GROUP_PARTITIONS)
         .await
         .expect("produce the feed");
     drop(feed);

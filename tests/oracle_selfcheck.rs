@@ -7,11 +7,11 @@ mod common;
 
 use chrono::{Datelike, NaiveDate};
 use common::oracle::{self, Expectation, FundingRow};
-use subsidy_ingester::domain::{Program, Reason};
-use subsidy_ingester::sample::{
+use subsidy_devtools::sample::{
     generate, Expected, ExpectedUnit, FeedOrder, SampleConfig, SampleMessage, CAP_IMPORT_FIRM_ID,
     CAP_IMPORT_YEAR, CAP_RURAL_OUTLET_ID, CAP_RURAL_YEAR,
 };
+use subsidy_ingester::domain::{Program, Reason};
 
 const IMPORT: Program = Program::ImportParcel;
 const RURAL: Program = Program::RuralDelivery;

@@ -12,7 +12,7 @@ use common::oracle::{self, Expectation};
 use common::views::{self, expected_funding, expected_monthly, expected_rejections};
 use harness::{require_services, World};
 use std::time::{Duration, Instant};
-use subsidy_ingester::sample::{FeedOrder, SampleFeed};
+use subsidy_devtools::sample::{FeedOrder, SampleFeed};
 
 /// Events per feed: enough for one firm past 200,000 units and one outlet past 100,000.
 const EVENTS: usize = 400_000;
@@ -23,7 +23,7 @@ async fn land(world: &World, feed: &SampleFeed) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     world.migrate_and_load_refdata(feed, dir.path());
     let kafka = harness::kafka_config("producer");
-    subsidy_ingester::feed::produce(&kafka, &feed.messages, PARTITIONS)
+    subsidy_devtools::feed::produce(&kafka, &feed.messages, PARTITIONS)
         .await
         .expect("produce the feed");
     dir

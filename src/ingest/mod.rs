@@ -9,7 +9,8 @@
 //!   says it resumes.
 //! - [`flusher`]: makes a batch durable: dead letters to Kafka, rows to ClickHouse, then an
 //!   advisory Kafka commit; retries with bounded backoff.
-//! - [`service`]: wiring, the poll loop, signals and shutdown.
+//! - [`service`]: wiring and the poll loops.
+//! - [`shutdown`]: running until a signal, with the shutdown deadline.
 
 pub mod batch;
 pub mod context;
@@ -17,7 +18,9 @@ pub mod dead_letter;
 pub mod flusher;
 pub mod process;
 pub mod service;
+pub mod shutdown;
 pub mod stats;
 
 pub use service::{run, RunError, RunSettings};
+pub use shutdown::{run_until_signal, EXIT_SHUTDOWN_TIMEOUT};
 pub use stats::RunSummary;

@@ -559,7 +559,11 @@ impl LedgerState {
     pub fn release(&mut self, partition: i32, units_partitions: u32) {
         self.pending
             .retain(|key, _| crate::route::owner_partition(*key, units_partitions) != partition);
+        // Duplicates decided in a batch dropped unshipped are not durable either: were they
+        // kept, the partition coming back would skip their records as decided already.
+        self.pending_others.retain(|(p, _)| *p != partition);
         self.partitions.remove(&partition);
+        self.others.remove(&partition);
     }
 
     /// Units stored for the partitions open now (an estimate, for the summary).
@@ -588,6 +592,31 @@ mod tests {
             partition: 1,
             offset,
         }
+    }
+
+    #[test]
+    fn a_released_partition_forgets_its_undurable_duplicates() {
+        // Proves: a duplicate decided in a batch that was dropped unshipped (its partition
+        // was revoked) is decided again as a duplicate when the partition comes back, not
+        // skipped as decided already.
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = LedgerState::open(dir.path()).unwrap();
+        assert_eq!(state.topic_id("raw").unwrap(), 0);
+        let unit = PendingUnit {
+            partition: 3,
+            key: 7,
+            source: source(5),
+        };
+        state.commit(&[unit], &[], &[]).unwrap();
+        assert_eq!(
+            state.check_and_record(3, 7, source(9)).unwrap(),
+            Seen::DuplicateOf("raw/1/5".into())
+        );
+        state.release(3, 12);
+        assert_eq!(
+            state.check_and_record(3, 7, source(9)).unwrap(),
+            Seen::DuplicateOf("raw/1/5".into())
+        );
     }
 
     #[test]

@@ -193,3 +193,90 @@ pub async fn load_current(store: &Store) -> Result<RefData, StoreError> {
         zones,
     })
 }
+
+/// The reference-data files of one `refdata load`; any subset of the three.
+#[derive(Debug, Clone, Default)]
+pub struct RefdataFiles {
+    pub firms: Option<std::path::PathBuf>,
+    pub outlets: Option<std::path::PathBuf>,
+    pub zones: Option<std::path::PathBuf>,
+}
+
+/// Why a `refdata load` stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("nothing to load: give at least one of --firms, --outlets, --zones")]
+    Nothing,
+    /// Every file's errors, each naming file, line and field; nothing was stored.
+    #[error("reference data rejected ({} file(s) with errors); nothing was loaded", .0.len())]
+    Rejected(Vec<crate::refdata::RefDataError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The parsed contents of a `refdata load`'s files, all valid.
+#[derive(Debug, Clone)]
+pub struct ValidFiles {
+    files: RefdataFiles,
+    firms: Option<Vec<Firm>>,
+    outlets: Option<Vec<Outlet>>,
+    zones: Option<Vec<Zone>>,
+}
+
+/// Parses every given file and collects every file's errors: the first half of "validate
+/// everything, then store", so a bad row is reported even when ClickHouse is away.
+pub fn validate_files(files: &RefdataFiles) -> Result<ValidFiles, LoadError> {
+    use crate::refdata::{load_firms_file, load_outlets_file, load_zones_file};
+    if files.firms.is_none() && files.outlets.is_none() && files.zones.is_none() {
+        return Err(LoadError::Nothing);
+    }
+    let mut errors = Vec::new();
+    let firms = files
+        .firms
+        .as_deref()
+        .and_then(|p| load_firms_file(p).map_err(|e| errors.push(e)).ok());
+    let outlets = files
+        .outlets
+        .as_deref()
+        .and_then(|p| load_outlets_file(p).map_err(|e| errors.push(e)).ok());
+    let zones = files
+        .zones
+        .as_deref()
+        .and_then(|p| load_zones_file(p).map_err(|e| errors.push(e)).ok());
+    if !errors.is_empty() {
+        return Err(LoadError::Rejected(errors));
+    }
+    Ok(ValidFiles {
+        files: files.clone(),
+        firms,
+        outlets,
+        zones,
+    })
+}
+
+/// Stores validated files as one new snapshot (`load_id` = now in milliseconds).
+pub async fn store_files(
+    store: &Store,
+    valid: &ValidFiles,
+) -> Result<(u64, LoadCounts), LoadError> {
+    super::migrate::ensure_migrated(store).await?;
+    let load_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let label = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let files = &valid.files;
+    let (firm_label, outlet_label, zone_label) = (
+        label(&files.firms),
+        label(&files.outlets),
+        label(&files.zones),
+    );
+    let counts = save_snapshots(
+        store,
+        load_id,
+        firm_label.as_deref().zip(valid.firms.as_deref()),
+        outlet_label.as_deref().zip(valid.outlets.as_deref()),
+        zone_label.as_deref().zip(valid.zones.as_deref()),
+    )
+    .await?;
+    Ok((load_id, counts))
+}

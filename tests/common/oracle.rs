@@ -5,7 +5,7 @@
 //! numbers are written down here a second time, caps are applied with SPEC §2's formula as
 //! written, and the funding split rounds with `rust_decimal`'s banker's rounding rather than
 //! the service's integer arithmetic. The nominal amount of each unit comes from the message's
-//! [`ExpectedUnit::amount_fen`](subsidy_ingester::sample::ExpectedUnit).
+//! [`ExpectedUnit::amount_fen`](subsidy_devtools::sample::ExpectedUnit).
 //!
 //! [`expect`] takes messages in any order: totals do not depend on it.
 
@@ -13,7 +13,7 @@ use chrono::{Datelike, NaiveDate};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{BTreeMap, HashMap};
-use subsidy_ingester::sample::{Expected, SampleMessage};
+use subsidy_devtools::sample::{Expected, SampleMessage};
 
 /// Yearly cap of one firm's import parcels: 200,000.00 yuan, in fen.
 #[allow(dead_code)]

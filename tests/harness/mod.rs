@@ -116,8 +116,8 @@ impl World {
     }
 
     /// The sample generator's topic names for this world.
-    pub fn sample_topics(&self) -> subsidy_ingester::sample::SampleTopics {
-        subsidy_ingester::sample::SampleTopics {
+    pub fn sample_topics(&self) -> subsidy_devtools::sample::SampleTopics {
+        subsidy_devtools::sample::SampleTopics {
             takeout: self.takeout_topic.clone(),
             import: self.import_topic.clone(),
             rural: self.rural_topic.clone(),
@@ -170,7 +170,7 @@ impl World {
     /// the CLI (CSV files written into `dir`).
     pub fn migrate_and_load_refdata(
         &self,
-        feed: &subsidy_ingester::sample::SampleFeed,
+        feed: &subsidy_devtools::sample::SampleFeed,
         dir: &Path,
     ) {
         use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
@@ -243,11 +243,11 @@ impl World {
         &self,
         events: usize,
         seed: u64,
-        order: subsidy_ingester::sample::FeedOrder,
-    ) -> subsidy_ingester::sample::SampleFeed {
-        let mut config = subsidy_ingester::sample::SampleConfig::with_cap_crossing(events, seed);
+        order: subsidy_devtools::sample::FeedOrder,
+    ) -> subsidy_devtools::sample::SampleFeed {
+        let mut config = subsidy_devtools::sample::SampleConfig::with_cap_crossing(events, seed);
         config.topics = self.sample_topics();
-        let mut feed = subsidy_ingester::sample::generate(&config);
+        let mut feed = subsidy_devtools::sample::generate(&config);
         feed.reorder(order);
         feed
     }

@@ -5,7 +5,7 @@
 //! firms, 200 rural outlets, 100 takeout zones, the same for every seed) and exactly
 //! `events` messages. Each message knows its [`Expected`] outcome by construction: the
 //! generator decides what a message must become and writes it that way. It never calls
-//! [`crate::decode`] or [`crate::rules`], which it exists to test, nor [`crate::policy`]:
+//! [`subsidy_ingester::decode`] or [`subsidy_ingester::rules`], which it exists to test, nor [`subsidy_ingester::policy`]:
 //! its own few constants state the policy a second time.
 //!
 //! # The mix
@@ -68,14 +68,14 @@
 //! The feed is reproducible for a given seed with the same `rand` version on the same pointer
 //! width (`SmallRng` is not portable across either).
 
-use crate::domain::{Program, Reason};
-use crate::refdata::{Firm, Outlet, Zone, ZoneType};
 use chrono::{DateTime, Datelike, FixedOffset, Months, NaiveDate};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use subsidy_ingester::domain::{Program, Reason};
+use subsidy_ingester::refdata::{Firm, Outlet, Zone, ZoneType};
 
 /// Default topic of takeout orders (SPEC §3).
 pub const DEFAULT_TAKEOUT_TOPIC: &str = "subsidy.takeout.orders";
@@ -367,7 +367,7 @@ fn relabel(messages: &mut [SampleMessage]) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Policy numbers, stated independently of `crate::policy`.
+// Policy numbers, stated independently of `subsidy_ingester::policy`.
 
 /// Nominal fen per takeout order and per imported parcel.
 const YUAN_RATE_FEN: i64 = 100;

@@ -4,15 +4,15 @@
 //! and encoded as a decision row (ledger). One thread, so ns/event is CPU per event and
 //! events/s is per core.
 
-use crate::dedup::{SourceRef, UnitIndex};
-use crate::ingest::batch::Batch;
-use crate::ingest::process::{Consumed, Processor};
-use crate::ledger::decide::{decide_into, Decision};
-use crate::refdata::RefData;
-use crate::route::SetReader;
 use crate::sample::{self, SampleConfig};
-use crate::store::rowbinary::RowBinaryWriter;
 use std::time::Instant;
+use subsidy_ingester::dedup::{SourceRef, UnitIndex};
+use subsidy_ingester::ingest::batch::Batch;
+use subsidy_ingester::ingest::process::{Consumed, Processor};
+use subsidy_ingester::ledger::decide::{decide_into, Decision};
+use subsidy_ingester::refdata::RefData;
+use subsidy_ingester::route::SetReader;
+use subsidy_ingester::store::rowbinary::RowBinaryWriter;
 
 /// Messages per batch, as `run`'s default `batch_rows_max`.
 const BATCH_MESSAGES: usize = 100_000;
@@ -38,7 +38,7 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
     });
     let refdata =
         RefData::from_records(feed.firms.clone(), feed.outlets.clone(), feed.zones.clone());
-    let mut processor = Processor::new(refdata, crate::route::UNITS_PARTITIONS_DEFAULT);
+    let mut processor = Processor::new(refdata, subsidy_ingester::route::UNITS_PARTITIONS_DEFAULT);
     let mut admit_ns = 0u128;
     let mut ledger_ns = 0u128;
     let mut units = 0u64;

@@ -9,14 +9,14 @@
 //! set of recipients, so the analyst views have as many cells as a real city's would
 //! (recipients × months), however many units there are.
 
-use crate::domain::{Program, Reason};
-use crate::route::{key_hash, owner_partition, UnitRecord, SET_RECORDS_MAX};
-use crate::store::decisions::{insert_decisions, DecisionRow};
-use crate::store::outcomes::{insert_outcomes, OutcomeRow};
-use crate::store::rowbinary::RowBinaryWriter;
-use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use std::time::Instant;
+use subsidy_ingester::domain::{Program, Reason};
+use subsidy_ingester::route::{key_hash, owner_partition, UnitRecord, SET_RECORDS_MAX};
+use subsidy_ingester::store::decisions::{insert_decisions, DecisionRow};
+use subsidy_ingester::store::outcomes::{insert_outcomes, OutcomeRow};
+use subsidy_ingester::store::rowbinary::RowBinaryWriter;
+use subsidy_ingester::store::{Store, StoreError};
 
 /// Messages per insert.
 const CHUNK_MESSAGES: u64 = 1_000_000;

@@ -2,12 +2,12 @@
 //! the benchmark): creates the topics, then sends every message with its key, waiting for
 //! the broker's acknowledgements in bounded windows.
 
-use crate::kafka::{KafkaConfig, KafkaSetupError};
 use crate::sample::SampleMessage;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use std::collections::BTreeSet;
 use std::collections::VecDeque;
+use subsidy_ingester::kafka::{KafkaConfig, KafkaSetupError};
 
 /// Deliveries awaited at most at once: bounds the producer's memory.
 const DELIVERIES_IN_FLIGHT_MAX: usize = 50_000;

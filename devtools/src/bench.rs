@@ -8,15 +8,15 @@
 //! 4. print both rates and their ratio; drop the scratch database unless `--keep`.
 
 use crate::feed;
-use crate::ingest::RunSummary;
-use crate::kafka::KafkaConfig;
 use crate::sample::{self, FeedOrder, SampleConfig, SampleTopics};
-use crate::store::{migrate, refdata_store, Store, StoreConfig};
 use anyhow::{bail, Context as _};
 use rdkafka::consumer::Consumer;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use subsidy_ingester::ingest::RunSummary;
+use subsidy_ingester::kafka::KafkaConfig;
+use subsidy_ingester::store::{migrate, refdata_store, Store, StoreConfig};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
     )
     .await?;
 
-    let units_partitions = crate::route::UNITS_PARTITIONS_DEFAULT;
+    let units_partitions = subsidy_ingester::route::UNITS_PARTITIONS_DEFAULT;
     let seeded = if settings.history_units > 0 {
         eprintln!(
             "bench: seeding {} units of history…",
@@ -158,7 +158,7 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
             &recipients,
         )
         .await?;
-        let units_topic = crate::route::default_units_topic(&tag);
+        let units_topic = subsidy_ingester::route::default_units_topic(&tag);
         settings
             .kafka
             .ensure_topics(&[units_topic.as_str()], units_partitions as i32)
