@@ -56,7 +56,7 @@
 //! # Example
 //!
 //! ```
-//! use subsidy_ingester::sample::{generate, Expected, FeedOrder, SampleConfig};
+//! use subsidy_devtools::sample::{generate, Expected, FeedOrder, SampleConfig};
 //!
 //! let mut feed = generate(&SampleConfig { events: 2_000, ..SampleConfig::default() });
 //! feed.reorder(FeedOrder::TimeOrdered);

@@ -95,52 +95,86 @@ pub struct SendTally {
 ///  "payload_truncated":true,"payload_sha256":"…"}
 /// ```
 pub fn envelope(letter: &DeadLetter) -> Envelope {
-    let mut value = serde_json::json!({
-        "reason": letter.reason.as_str(),
-        "detail": cut_chars(&letter.detail, DETAIL_CHARS_MAX),
-        "source_topic": letter.topic,
-        "source_partition": letter.partition,
-        "source_offset": letter.offset,
-        "received_at_unix_s": letter.received_at_unix_s,
-    });
+    let mut fields = EnvelopeFields {
+        detail: cut_chars(&letter.detail, DETAIL_CHARS_MAX),
+        payload: None,
+        payload_at_source: None,
+        payload_base64: None,
+        payload_bytes: None,
+        payload_sha256: None,
+        payload_truncated: None,
+        reason: letter.reason.as_str(),
+        received_at_unix_s: letter.received_at_unix_s,
+        source_offset: letter.offset,
+        source_partition: letter.partition,
+        source_topic: &letter.topic,
+        tombstone: None,
+    };
     let mut truncated = false;
     match &letter.payload {
         None if letter.payload_at_source => {
-            value["payload_at_source"] = true.into();
-            value["payload"] = serde_json::Value::Null;
+            fields.payload_at_source = Some(true);
+            fields.payload = Some(None);
         }
         None => {
-            value["tombstone"] = true.into();
-            value["payload"] = serde_json::Value::Null;
-            value["payload_bytes"] = 0.into();
+            fields.tombstone = Some(true);
+            fields.payload = Some(None);
+            fields.payload_bytes = Some(0);
         }
         Some(payload) => {
             match std::str::from_utf8(payload) {
                 Ok(text) => {
                     let kept = json_prefix(text, PAYLOAD_ENCODED_BYTES_MAX);
                     truncated = kept.len() < text.len();
-                    value["payload"] = kept.into();
+                    fields.payload = Some(Some(kept));
                 }
                 Err(_) => {
                     // Base64 turns each 3 bytes into 4 characters.
                     let kept_bytes = (PAYLOAD_ENCODED_BYTES_MAX / 4) * 3;
                     let kept = &payload[..payload.len().min(kept_bytes)];
                     truncated = kept.len() < payload.len();
-                    value["payload_base64"] = base64(kept).into();
+                    fields.payload_base64 = Some(base64(kept));
                 }
             }
-            value["payload_bytes"] = payload.len().into();
-            value["payload_truncated"] = truncated.into();
-            value["payload_sha256"] = sha256_hex(payload).into();
+            fields.payload_bytes = Some(payload.len());
+            fields.payload_truncated = Some(truncated);
+            fields.payload_sha256 = Some(sha256_hex(payload));
         }
     }
-    let value = serde_json::to_vec(&value).expect("a JSON value always serializes");
+    let value = serde_json::to_vec(&fields).expect("an envelope always serializes");
     debug_assert!(
         value.len() <= ENVELOPE_BYTES_MAX,
         "letter of {} bytes",
         value.len()
     );
     Envelope { value, truncated }
+}
+
+/// The letter's JSON fields, in the alphabetical order letters always had (they were
+/// built as a sorted JSON map); absent fields are left out, `payload: null` is written.
+/// A struct rather than a `serde_json::Value`: a map per letter cost more than the rules.
+#[derive(serde::Serialize)]
+struct EnvelopeFields<'a> {
+    detail: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_at_source: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_truncated: Option<bool>,
+    reason: &'a str,
+    received_at_unix_s: u32,
+    source_offset: i64,
+    source_partition: i32,
+    source_topic: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tombstone: Option<bool>,
 }
 
 /// Returns true if and only if the broker or librdkafka refused a letter for a reason no
@@ -324,10 +358,13 @@ fn json_escaped_len(c: char) -> usize {
 
 /// Lower-case hex SHA-256 of `bytes` (what `sha256sum` prints).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in Sha256::digest(bytes) {
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    out
 }
 
 /// Standard base64 with padding (RFC 4648 §4).
