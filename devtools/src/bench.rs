@@ -170,6 +170,7 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
         })
         .await??;
         eprintln!("bench: units topic filled to the seeded offsets ({filled} records)");
+        wait_for_merges(&store, &tag).await?;
         Some(seeded)
     } else {
         None
@@ -196,7 +197,9 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
             eprintln!(
                 "bench: cold start on the history (the ledger state rebuilt from ClickHouse)…"
             );
-            Some(run_ingester(settings, &store_config, &tag, &topic_list, &state_dir).await?)
+            let cold = run_ingester(settings, &store_config, &tag, &topic_list, &state_dir).await?;
+            wait_for_merges(&store, &tag).await?;
+            Some(cold)
         }
     };
     let already = cold.as_ref().map_or(0, |c| {
@@ -336,6 +339,33 @@ async fn run_ingester(
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .with_context(|| format!("unreadable ingester summary: {stdout}"))
+}
+
+/// Waits until ClickHouse has no merge running in `database` (at most 15 minutes): history
+/// in production was written long ago and is merged; measuring while the seeded parts
+/// still merge would charge that one-off work to the ingester and the analyst queries.
+async fn wait_for_merges(store: &Store, database: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let running: u64 = store
+            .fetch_one(&format!(
+                "SELECT toUInt64(count()) FROM system.merges WHERE database = '{database}'"
+            ))
+            .await?;
+        if running == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            eprintln!("bench: merges still running after 15 min; measuring anyway");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "bench: ClickHouse merges of the history settled ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Runs a query, discarding its rows; returns its wall time, seconds.
