@@ -576,3 +576,34 @@ async fn run(clickhouse: &ClickHouseArgs, args: &RunArgs) -> anyhow::Result<()> 
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
+
+/// Starts a command-line process: logs to stderr filtered by `SUBSIDY_LOG` (else
+/// `default_log_filter`), a two-thread runtime, then `work`; an error is printed and the
+/// process exits 1. Shared by `subsidy-ingester` and `subsidy-dev`.
+pub fn start_process<F>(default_log_filter: &str, work: F)
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SUBSIDY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter)),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(work) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -462,7 +462,7 @@ impl LedgerState {
         let (batch, dir) = {
             let mut guard = state.lock().expect("ledger state poisoned");
             for unit in forgotten {
-                guard.pending.remove(&unit.key);
+                guard.forget_pending(unit.key);
             }
             (guard.prepare(units, others, marks)?, guard.dir.clone())
         };
