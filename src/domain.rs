@@ -5,6 +5,7 @@
 //! the vocabulary that `decode` → `rules` → `ledger` → sinks speak.
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
+use std::borrow::Cow;
 use std::fmt;
 
 /// One of the three per-unit subsidy programs of Article (十三).
@@ -175,43 +176,44 @@ pub enum Channel {
 }
 
 /// An event that passed the schema checks (SPEC §3): typed, identifiers validated,
-/// `occurred_at` carrying its original offset.
+/// `occurred_at` carrying its original offset. Its strings borrow from the message
+/// (owned only where the producer escaped a character), so decoding copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct Event<'a> {
     /// Producer's id, kept for tracing only; never part of a dedup key.
-    pub event_id: String,
+    pub event_id: Cow<'a, str>,
     /// The instant the unit happened, with the offset the producer sent.
     pub occurred_at: DateTime<FixedOffset>,
     /// The program-specific fields.
-    pub body: EventBody,
+    pub body: EventBody<'a>,
 }
 
 /// Program-specific fields of an [`Event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventBody {
+pub enum EventBody<'a> {
     /// `type = "takeout_order"`.
     Takeout {
-        platform_id: String,
-        order_id: String,
-        courier_id: String,
-        zone_id: String,
+        platform_id: Cow<'a, str>,
+        order_id: Cow<'a, str>,
+        courier_id: Cow<'a, str>,
+        zone_id: Cow<'a, str>,
         courier_released: bool,
     },
     /// `type = "import_parcel"`.
     Import {
-        firm_id: String,
-        waybill_no: String,
+        firm_id: Cow<'a, str>,
+        waybill_no: Cow<'a, str>,
         channel: Channel,
     },
     /// `type = "rural_delivery"`.
     Rural {
-        firm_id: String,
-        outlet_id: String,
-        waybill_no: String,
+        firm_id: Cow<'a, str>,
+        outlet_id: Cow<'a, str>,
+        waybill_no: Cow<'a, str>,
     },
 }
 
-impl Event {
+impl<'a> Event<'a> {
     /// The program this event claims a subsidy under.
     pub fn program(&self) -> Program {
         match self.body {
@@ -224,13 +226,13 @@ impl Event {
     /// The dedup key of the unit within its program (SPEC §2): `platform_id/order_id` for
     /// takeout orders (identifiers never contain `/`, so the join is unambiguous),
     /// `waybill_no` otherwise.
-    pub fn unit_key(&self) -> String {
+    pub fn unit_key(&self) -> Cow<'a, str> {
         match &self.body {
             EventBody::Takeout {
                 platform_id,
                 order_id,
                 ..
-            } => format!("{platform_id}/{order_id}"),
+            } => Cow::Owned(format!("{platform_id}/{order_id}")),
             EventBody::Import { waybill_no, .. } | EventBody::Rural { waybill_no, .. } => {
                 waybill_no.clone()
             }
@@ -242,15 +244,15 @@ impl Event {
 /// dedup and caps. Caps are applied per recipient and year over the whole ledger (SPEC §2),
 /// never per unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unit {
+pub struct Unit<'a> {
     /// The program paying for the unit.
     pub program: Program,
     /// The dedup key, see [`Event::unit_key`].
-    pub unit_key: String,
+    pub unit_key: Cow<'a, str>,
     /// Courier (takeout), firm (import) or outlet (rural).
-    pub recipient_id: String,
+    pub recipient_id: &'a str,
     /// The district the subsidy is booked to: zone's, firm's or outlet's.
-    pub district_code: String,
+    pub district_code: &'a str,
     /// The Asia/Shanghai local date of `occurred_at`.
     pub local_date: NaiveDate,
     /// The nominal amount of this unit in fen (1 yuan = 100 fen).

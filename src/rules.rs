@@ -42,7 +42,7 @@ use chrono::NaiveDate;
 ///
 /// The [`Rejection`] of the first failing check, with a detail naming the reference record
 /// and the condition it fails.
-pub fn evaluate(event: &Event, refdata: &RefData) -> Result<Unit, Rejection> {
+pub fn evaluate<'a>(event: &'a Event<'_>, refdata: &'a RefData) -> Result<Unit<'a>, Rejection> {
     let local_date = policy::local_date(&event.occurred_at);
     if !policy::in_policy_period(local_date) {
         return Err(Rejection::new(
@@ -56,7 +56,7 @@ pub fn evaluate(event: &Event, refdata: &RefData) -> Result<Unit, Rejection> {
         ));
     }
 
-    let (recipient_id, district_code) = match &event.body {
+    let (recipient_id, district_code): (&str, &str) = match &event.body {
         EventBody::Takeout {
             platform_id,
             courier_id,
@@ -64,7 +64,7 @@ pub fn evaluate(event: &Event, refdata: &RefData) -> Result<Unit, Rejection> {
             courier_released,
             ..
         } => {
-            let zone = refdata.zones.get(zone_id).ok_or_else(|| {
+            let zone = refdata.zones.get(zone_id.as_ref()).ok_or_else(|| {
                 Rejection::new(
                     Reason::UnknownZone,
                     format!("zone \"{zone_id}\" is not in the zones reference data"),
@@ -99,7 +99,7 @@ pub fn evaluate(event: &Event, refdata: &RefData) -> Result<Unit, Rejection> {
         EventBody::Rural {
             firm_id, outlet_id, ..
         } => {
-            let outlet = refdata.outlets.get(outlet_id).ok_or_else(|| {
+            let outlet = refdata.outlets.get(outlet_id.as_ref()).ok_or_else(|| {
                 Rejection::new(
                     Reason::UnknownOutlet,
                     format!("outlet \"{outlet_id}\" is not in the outlets reference data"),
@@ -135,8 +135,8 @@ pub fn evaluate(event: &Event, refdata: &RefData) -> Result<Unit, Rejection> {
     Ok(Unit {
         program,
         unit_key: event.unit_key(),
-        recipient_id: recipient_id.clone(),
-        district_code: district_code.clone(),
+        recipient_id,
+        district_code,
         local_date,
         amount_fen: policy::rate_fen(program),
     })
@@ -305,7 +305,7 @@ mod tests {
         }
     }
 
-    fn takeout(at: &str, platform: &str, zone: &str, released: bool) -> Event {
+    fn takeout<'a>(at: &str, platform: &'a str, zone: &'a str, released: bool) -> Event<'a> {
         Event {
             event_id: "evt-t".into(),
             occurred_at: ts(at),
@@ -319,7 +319,7 @@ mod tests {
         }
     }
 
-    fn import(at: &str, firm: &str) -> Event {
+    fn import<'a>(at: &str, firm: &'a str) -> Event<'a> {
         Event {
             event_id: "evt-i".into(),
             occurred_at: ts(at),
@@ -331,7 +331,7 @@ mod tests {
         }
     }
 
-    fn rural(at: &str, firm: &str, outlet: &str) -> Event {
+    fn rural<'a>(at: &str, firm: &'a str, outlet: &'a str) -> Event<'a> {
         Event {
             event_id: "evt-r".into(),
             occurred_at: ts(at),
@@ -361,8 +361,8 @@ mod tests {
                 Unit {
                     program: Program::TakeoutOrder,
                     unit_key: "P1/ORD-1".into(),
-                    recipient_id: "C1".into(),
-                    district_code: "330109".into(), // the zone's, not the platform's 330106
+                    recipient_id: "C1",
+                    district_code: "330109", // the zone's, not the platform's 330106
                     local_date: d("2022-09-03"),
                     amount_fen: 100,
                 },
@@ -372,8 +372,8 @@ mod tests {
                 Unit {
                     program: Program::ImportParcel,
                     unit_key: "WB-1".into(),
-                    recipient_id: "F1".into(),
-                    district_code: "330110".into(), // the firm's
+                    recipient_id: "F1",
+                    district_code: "330110", // the firm's
                     local_date: d("2024-01-01"),
                     amount_fen: 100,
                 },
@@ -383,8 +383,8 @@ mod tests {
                 Unit {
                     program: Program::RuralDelivery,
                     unit_key: "RW-1".into(),
-                    recipient_id: "O1".into(),
-                    district_code: "330127".into(), // the outlet's, not the firm's 330110
+                    recipient_id: "O1",
+                    district_code: "330127", // the outlet's, not the firm's 330110
                     local_date: d("2024-05-05"),
                     amount_fen: 30,
                 },
@@ -427,7 +427,8 @@ mod tests {
                 "takeout {at}"
             );
         }
-        let unit = evaluate(&import("2022-06-30T16:00:00Z", "F1"), &refdata()).unwrap();
+        let (event, refdata) = (import("2022-06-30T16:00:00Z", "F1"), refdata());
+        let unit = evaluate(&event, &refdata).unwrap();
         assert_eq!(unit.local_date, d("2022-07-01"));
         assert_eq!(
             detail(&import("2025-12-31T16:00:00Z", "F1")),
@@ -815,10 +816,11 @@ mod tests {
     #[test]
     fn evaluation_is_pure_and_ignores_event_id() {
         let refdata = refdata();
-        let mut a = rural("2024-03-01T09:00:00+08:00", "F1", "O1");
+        let a = rural("2024-03-01T09:00:00+08:00", "F1", "O1");
         let first = evaluate(&a, &refdata);
         assert_eq!(evaluate(&a, &refdata), first);
-        a.event_id = "another".into();
-        assert_eq!(evaluate(&a, &refdata), first);
+        let mut b = a.clone();
+        b.event_id = "another".into();
+        assert_eq!(evaluate(&b, &refdata), first);
     }
 }

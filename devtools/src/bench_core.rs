@@ -6,12 +6,14 @@
 
 use crate::sample::{self, SampleConfig};
 use std::time::Instant;
+use subsidy_ingester::decode::decode;
 use subsidy_ingester::dedup::{SourceRef, UnitIndex};
 use subsidy_ingester::ingest::batch::Batch;
 use subsidy_ingester::ingest::process::{Consumed, Processor};
 use subsidy_ingester::ledger::decide::{decide_into, Decision};
 use subsidy_ingester::refdata::RefData;
 use subsidy_ingester::route::SetReader;
+use subsidy_ingester::rules::evaluate;
 use subsidy_ingester::store::rowbinary::RowBinaryWriter;
 
 /// Messages per batch, as `run`'s default `batch_rows_max`.
@@ -23,6 +25,9 @@ pub struct CoreReport {
     pub events: usize,
     /// Passes over the feed; the first warms caches and is not counted.
     pub passes: usize,
+    /// Of admit: decoding alone, then decoding and the rules (separate passes).
+    pub decode_ns_per_event: f64,
+    pub decode_rules_ns_per_event: f64,
     pub admit_ns_per_event: f64,
     pub ledger_ns_per_unit: f64,
     pub total_ns_per_event: f64,
@@ -38,6 +43,7 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
     });
     let refdata =
         RefData::from_records(feed.firms.clone(), feed.outlets.clone(), feed.zones.clone());
+    let (decode_ns, decode_rules_ns) = stage_passes(&feed.messages, &refdata, passes);
     let mut processor = Processor::new(refdata, subsidy_ingester::route::UNITS_PARTITIONS_DEFAULT);
     let mut admit_ns = 0u128;
     let mut ledger_ns = 0u128;
@@ -107,6 +113,8 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
     CoreReport {
         events,
         passes,
+        decode_ns_per_event: (decode_ns * 10.0).round() / 10.0,
+        decode_rules_ns_per_event: (decode_rules_ns * 10.0).round() / 10.0,
         admit_ns_per_event: (admit * 10.0).round() / 10.0,
         ledger_ns_per_unit: (ledger_per_unit * 10.0).round() / 10.0,
         total_ns_per_event: (total * 10.0).round() / 10.0,
@@ -118,15 +126,53 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
     }
 }
 
+/// ns/event of decoding alone and of decoding plus the rules, each over `passes` passes
+/// after a warming one: where admit's time goes.
+fn stage_passes(
+    messages: &[sample::SampleMessage],
+    refdata: &RefData,
+    passes: usize,
+) -> (f64, f64) {
+    let mut decode_ns = 0u128;
+    let mut rules_ns = 0u128;
+    for pass in 0..=passes {
+        let started = Instant::now();
+        let mut decoded = 0usize;
+        for message in messages {
+            decoded += usize::from(decode(&message.payload).is_ok());
+        }
+        let decoding = started.elapsed();
+        let started = Instant::now();
+        let mut admitted = 0usize;
+        for message in messages {
+            if let Ok(event) = decode(&message.payload) {
+                admitted += usize::from(evaluate(&event, refdata).is_ok());
+            }
+        }
+        let ruling = started.elapsed();
+        std::hint::black_box((decoded, admitted));
+        if pass > 0 {
+            decode_ns += decoding.as_nanos();
+            rules_ns += ruling.as_nanos();
+        }
+    }
+    let counted = (messages.len() * passes.max(1)) as f64;
+    (decode_ns as f64 / counted, rules_ns as f64 / counted)
+}
+
 /// The report as people read it.
 pub fn render(report: &CoreReport) -> String {
     format!(
         "core path (no I/O), {} events × {} passes, one thread:\n\
+         decode alone:                          {:.1} ns/event\n\
+         decode + rules:                        {:.1} ns/event\n\
          admit (decode, rules, route, encode):  {:.1} ns/event\n\
          ledger (decode record, decide, encode): {:.1} ns/unit\n\
          total:                                 {:.1} ns/event = {} events/s per core\n",
         report.events,
         report.passes,
+        report.decode_ns_per_event,
+        report.decode_rules_ns_per_event,
         report.admit_ns_per_event,
         report.ledger_ns_per_unit,
         report.total_ns_per_event,

@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use subsidy_ingester::cli::{BrokerArgs, ClickHouseArgs, DEFAULT_TOPICS};
 
+/// The service's allocator, so that `bench --core` measures the code as `run` runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Dev tools of subsidy-ingester: sample feeds and benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "subsidy-dev", version, about, long_about = None)]

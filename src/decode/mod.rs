@@ -60,6 +60,8 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+mod scan;
+
 /// Longest identifier, in characters (all identifier characters are ASCII).
 const IDENTIFIER_MAX_LEN: usize = 64;
 
@@ -74,7 +76,63 @@ const ECHO_MAX_CHARS: usize = 80;
 ///
 /// The [`Rejection`] of the first failing check, with a detail naming the field and what
 /// is wrong with it.
-pub fn decode(payload: &[u8]) -> Result<Event, Rejection> {
+pub fn decode(payload: &[u8]) -> Result<Event<'_>, Rejection> {
+    let mut fields = match scan::flat_object(payload) {
+        Some(fields) => fields,
+        None => parse_checked(payload)?,
+    };
+    let type_name = match fields.type_.as_ref() {
+        None => return Err(field_error("type", "missing")),
+        Some(Scalar::Str(name)) => name,
+        Some(other) => {
+            return Err(field_error(
+                "type",
+                format!("expected a string, got {}", other.kind()),
+            ))
+        }
+    };
+    let program = Program::from_type(type_name).ok_or_else(|| {
+        Rejection::new(
+            Reason::UnknownType,
+            format!(
+                "unknown type {} (expected takeout_order, import_parcel or rural_delivery)",
+                echo(type_name)
+            ),
+        )
+    })?;
+
+    let event_id = identifier(fields.event_id.take(), "event_id")?;
+    let occurred_at = timestamp(fields.occurred_at.as_ref(), "occurred_at")?;
+    let body = match program {
+        Program::TakeoutOrder => EventBody::Takeout {
+            platform_id: identifier(fields.platform_id.take(), "platform_id")?,
+            order_id: identifier(fields.order_id.take(), "order_id")?,
+            courier_id: identifier(fields.courier_id.take(), "courier_id")?,
+            zone_id: identifier(fields.zone_id.take(), "zone_id")?,
+            courier_released: boolean(fields.courier_released.as_ref(), "courier_released")?,
+        },
+        Program::ImportParcel => EventBody::Import {
+            firm_id: identifier(fields.firm_id.take(), "firm_id")?,
+            waybill_no: identifier(fields.waybill_no.take(), "waybill_no")?,
+            channel: channel(fields.channel.as_ref(), "channel")?,
+        },
+        Program::RuralDelivery => EventBody::Rural {
+            firm_id: identifier(fields.firm_id.take(), "firm_id")?,
+            outlet_id: identifier(fields.outlet_id.take(), "outlet_id")?,
+            waybill_no: identifier(fields.waybill_no.take(), "waybill_no")?,
+        },
+    };
+    Ok(Event {
+        event_id,
+        occurred_at,
+        body,
+    })
+}
+
+/// Steps 1–2 by `serde_json`, for every payload the fast scan does not handle: the fields
+/// of a syntactically valid JSON object, or the `malformed_json` / `schema_violation`
+/// rejection that says what is wrong.
+fn parse_checked(payload: &[u8]) -> Result<Fields<'_>, Rejection> {
     if payload.is_empty() {
         return Err(Rejection::new(Reason::MalformedJson, "empty payload"));
     }
@@ -107,52 +165,7 @@ pub fn decode(payload: &[u8]) -> Result<Event, Rejection> {
         return Err(schema(format!("expected a JSON object, got {kind}")));
     }
 
-    let type_name = match fields.type_.as_ref() {
-        None => return Err(field_error("type", "missing")),
-        Some(Scalar::Str(name)) => name,
-        Some(other) => {
-            return Err(field_error(
-                "type",
-                format!("expected a string, got {}", other.kind()),
-            ))
-        }
-    };
-    let program = Program::from_type(type_name).ok_or_else(|| {
-        Rejection::new(
-            Reason::UnknownType,
-            format!(
-                "unknown type {} (expected takeout_order, import_parcel or rural_delivery)",
-                echo(type_name)
-            ),
-        )
-    })?;
-
-    let event_id = identifier(fields.event_id.as_ref(), "event_id")?;
-    let occurred_at = timestamp(fields.occurred_at.as_ref(), "occurred_at")?;
-    let body = match program {
-        Program::TakeoutOrder => EventBody::Takeout {
-            platform_id: identifier(fields.platform_id.as_ref(), "platform_id")?,
-            order_id: identifier(fields.order_id.as_ref(), "order_id")?,
-            courier_id: identifier(fields.courier_id.as_ref(), "courier_id")?,
-            zone_id: identifier(fields.zone_id.as_ref(), "zone_id")?,
-            courier_released: boolean(fields.courier_released.as_ref(), "courier_released")?,
-        },
-        Program::ImportParcel => EventBody::Import {
-            firm_id: identifier(fields.firm_id.as_ref(), "firm_id")?,
-            waybill_no: identifier(fields.waybill_no.as_ref(), "waybill_no")?,
-            channel: channel(fields.channel.as_ref(), "channel")?,
-        },
-        Program::RuralDelivery => EventBody::Rural {
-            firm_id: identifier(fields.firm_id.as_ref(), "firm_id")?,
-            outlet_id: identifier(fields.outlet_id.as_ref(), "outlet_id")?,
-            waybill_no: identifier(fields.waybill_no.as_ref(), "waybill_no")?,
-        },
-    };
-    Ok(Event {
-        event_id,
-        occurred_at,
-        body,
-    })
+    Ok(fields)
 }
 
 /// Returns true if and only if `s` is 1–64 characters of `[A-Za-z0-9._:-]` (SPEC §3).
@@ -160,9 +173,20 @@ pub fn decode(payload: &[u8]) -> Result<Event, Rejection> {
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= IDENTIFIER_MAX_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && s.bytes().all(|b| IDENTIFIER_BYTES[usize::from(b)])
 }
+
+/// Which bytes an identifier may hold: a table, as every event checks 4–5 identifiers.
+static IDENTIFIER_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-');
+        b += 1;
+    }
+    table
+};
 
 // ---------------------------------------------------------------------------------------
 // Field checks (step 4).
@@ -198,10 +222,13 @@ fn string<'s>(slot: Option<&'s Scalar<'_>>, name: &str) -> Result<&'s str, Rejec
     }
 }
 
-fn identifier(slot: Option<&Scalar<'_>>, name: &str) -> Result<String, Rejection> {
-    let value = string(slot, name)?;
-    if is_identifier(value) {
-        Ok(value.to_owned())
+fn identifier<'a>(slot: Option<Scalar<'a>>, name: &str) -> Result<Cow<'a, str>, Rejection> {
+    let value = match slot {
+        Some(Scalar::Str(value)) => value,
+        other => return Err(string(other.as_ref(), name).expect_err("not a string")),
+    };
+    if is_identifier(&value) {
+        Ok(value)
     } else if value.is_empty() {
         Err(field_error(name, "empty identifier"))
     } else {
@@ -209,7 +236,7 @@ fn identifier(slot: Option<&Scalar<'_>>, name: &str) -> Result<String, Rejection
             name,
             format_args!(
                 "{} is not an identifier (1-64 characters of A-Z a-z 0-9 . _ : -)",
-                echo(value)
+                echo(&value)
             ),
         ))
     }
@@ -449,7 +476,7 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
 }
 
 /// Known fields of any event type; `None` where the key is absent.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Fields<'a> {
     type_: Option<Scalar<'a>>,
     event_id: Option<Scalar<'a>>,
@@ -528,6 +555,27 @@ enum Key {
     Unknown,
 }
 
+impl Key {
+    /// The key called `name` (after unescaping).
+    fn named(name: &str) -> Key {
+        match name {
+            "type" => Key::Type,
+            "event_id" => Key::EventId,
+            "occurred_at" => Key::OccurredAt,
+            "platform_id" => Key::PlatformId,
+            "order_id" => Key::OrderId,
+            "courier_id" => Key::CourierId,
+            "zone_id" => Key::ZoneId,
+            "courier_released" => Key::CourierReleased,
+            "firm_id" => Key::FirmId,
+            "outlet_id" => Key::OutletId,
+            "waybill_no" => Key::WaybillNo,
+            "channel" => Key::Channel,
+            _ => Key::Unknown,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
@@ -537,21 +585,7 @@ impl<'de> Deserialize<'de> for Key {
                 f.write_str("an object key")
             }
             fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(match key {
-                    "type" => Key::Type,
-                    "event_id" => Key::EventId,
-                    "occurred_at" => Key::OccurredAt,
-                    "platform_id" => Key::PlatformId,
-                    "order_id" => Key::OrderId,
-                    "courier_id" => Key::CourierId,
-                    "zone_id" => Key::ZoneId,
-                    "courier_released" => Key::CourierReleased,
-                    "firm_id" => Key::FirmId,
-                    "outlet_id" => Key::OutletId,
-                    "waybill_no" => Key::WaybillNo,
-                    "channel" => Key::Channel,
-                    _ => Key::Unknown,
-                })
+                Ok(Key::named(key))
             }
         }
         deserializer.deserialize_identifier(KeyVisitor)
@@ -692,7 +726,7 @@ mod tests {
         pairs
     }
 
-    fn decode_str(payload: &str) -> Result<Event, Rejection> {
+    fn decode_str(payload: &str) -> Result<Event<'_>, Rejection> {
         decode(payload.as_bytes())
     }
 
@@ -1038,8 +1072,9 @@ mod tests {
         ];
         for (value, expected) in accepted {
             let pairs = with(takeout(), "occurred_at", Some(&format!("{value:?}")));
-            let event = decode_str(&object(&pairs))
-                .unwrap_or_else(|r| panic!("{value}: {} {}", r.reason, r.detail));
+            let text = object(&pairs);
+            let event =
+                decode_str(&text).unwrap_or_else(|r| panic!("{value}: {} {}", r.reason, r.detail));
             assert_eq!(event.occurred_at, ts(expected), "{value}");
             // The producer's offset is kept, not only the instant.
             assert_eq!(event.occurred_at.offset(), ts(expected).offset(), "{value}");
@@ -1287,7 +1322,8 @@ mod tests {
 
     #[test]
     fn unknown_and_foreign_fields_are_ignored() {
-        let expected = decode_str(&object(&takeout())).unwrap();
+        let expected_text = object(&takeout());
+        let expected = decode_str(&expected_text).unwrap();
         let extras: &[(&str, &str)] = &[
             ("note", r#""外卖 order, 封控区""#),
             ("amount", "12.5"),
