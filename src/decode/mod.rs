@@ -41,7 +41,9 @@
 //!
 //! ## Implementation
 //!
-//! The payload is parsed in one pass with `serde_json` into a private struct that borrows
+//! Payloads producers send (a flat object, strings without escapes) are read by a
+//! hand-written scan (`scan.rs`) that gives up on anything else; then, and only then, the
+//! payload is parsed in one pass with `serde_json` into a private struct that borrows
 //! from the input: the value of each known key is captured as a borrowed raw JSON value
 //! and classified by its first byte (string, boolean, or another JSON kind); unknown keys
 //! are skipped with [`serde::de::IgnoredAny`]. No `serde_json::Value` tree is built; strings
