@@ -46,8 +46,9 @@
 //! payload is parsed in one pass with `serde_json` into a private struct that borrows
 //! from the input: the value of each known key is captured as a borrowed raw JSON value
 //! and classified by its first byte (string, boolean, or another JSON kind); unknown keys
-//! are skipped with [`serde::de::IgnoredAny`]. No `serde_json::Value` tree is built; strings
-//! are copied only into the final [`Event`] (or when they contain escapes). Numbers in known
+//! are skipped with [`serde::de::IgnoredAny`]. No `serde_json::Value` tree is built; on either
+//! path the [`Event`] borrows its strings from the payload, and only strings with escapes
+//! are copied. Numbers in known
 //! fields are never converted, so `1e400` is reported as "got number", not as bad JSON, and
 //! nested values are skipped without a depth limit. The only grammatically valid JSON texts
 //! rejected as `malformed_json` are a top-level number outside the `f64` range and a lone
@@ -215,19 +216,26 @@ fn echo(value: &str) -> String {
 /// The string value of a required field.
 fn string<'s>(slot: Option<&'s Scalar<'_>>, name: &str) -> Result<&'s str, Rejection> {
     match slot {
-        None => Err(field_error(name, "missing")),
         Some(Scalar::Str(value)) => Ok(value),
-        Some(other) => Err(field_error(
+        other => Err(not_a_string(other, name)),
+    }
+}
+
+/// The rejection of a required string field that is missing or of another JSON kind.
+fn not_a_string(slot: Option<&Scalar<'_>>, name: &str) -> Rejection {
+    match slot {
+        None => field_error(name, "missing"),
+        Some(other) => field_error(
             name,
             format_args!("expected a string, got {}", other.kind()),
-        )),
+        ),
     }
 }
 
 fn identifier<'a>(slot: Option<Scalar<'a>>, name: &str) -> Result<Cow<'a, str>, Rejection> {
     let value = match slot {
         Some(Scalar::Str(value)) => value,
-        other => return Err(string(other.as_ref(), name).expect_err("not a string")),
+        other => return Err(not_a_string(other.as_ref(), name)),
     };
     if is_identifier(&value) {
         Ok(value)
