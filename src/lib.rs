@@ -21,6 +21,7 @@
 //! - [`kafka`]: Kafka client configuration and topic creation.
 //! - [`report`]: `report monthly` queries and rendering.
 //! - [`conservation`]: the per-partition check that messages = units + rejected rows.
+//! - [`recycle`]: flushed batches go back to their poll loop, buffers and all.
 //! - [`crash`]: named crash points and the poison-row hook, for fault injection.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
 //! - [`cli`]: the command line.
@@ -38,6 +39,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod ledger;
 pub mod policy;
+pub mod recycle;
 pub mod refdata;
 pub mod replay;
 pub mod report;

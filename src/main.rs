@@ -6,6 +6,9 @@ use subsidy_ingester::cli::{execute, Cli};
 /// mimalloc instead of glibc's malloc: glibc gives each of the ~20 threads (two stages,
 /// librdkafka's, tokio's) its own 64 MiB arena, which kept ~300 MiB of freed batch memory
 /// resident; mimalloc returns it and allocates the small per-message buffers faster.
+/// `RUSTFLAGS="--cfg heap_profile"` builds without it, for heap profilers that hook
+/// `malloc` (heaptrack).
+#[cfg(not(heap_profile))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

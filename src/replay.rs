@@ -1101,9 +1101,7 @@ impl ReplayLedger {
     /// Decides the batch's routed units into encoded `unit_decisions` rows.
     fn decide_all(&mut self, batch: &Batch) -> Vec<u8> {
         let mut rows = RowBinaryWriter::default();
-        for unit in batch.units() {
-            let record = crate::route::UnitRecord::decode(unit.record)
-                .expect("the admit stage's own encoding reads back");
+        for (partition, record) in batch.routed_units() {
             let source = SourceRef {
                 topic: record.source_topic,
                 partition: record.source_partition,
@@ -1112,13 +1110,13 @@ impl ReplayLedger {
             let seen = self
                 .index
                 .check_and_record(record.program(), record.unit_key, source);
-            let next = self.next_offsets.entry(unit.partition).or_insert(0);
+            let next = self.next_offsets.entry(partition).or_insert(0);
             let offset = *next;
             *next += 1;
             decide_into(
                 record,
                 seen,
-                unit.partition as u32,
+                partition as u32,
                 offset,
                 0,
                 now_unix_s(),
@@ -1141,6 +1139,7 @@ fn insert(
         return Ok(());
     }
     let mut full = std::mem::replace(batch, Batch::with_capacity(1 << 20));
+    full.finish_units();
     let decisions = ledger.decide_all(&full);
     let rows = bytes::Bytes::from(full.take_rows());
     handle.block_on(insert_outcomes(scratch, rows))?;

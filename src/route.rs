@@ -68,6 +68,84 @@ pub fn encode_set<'r>(records: impl ExactSizeIterator<Item = &'r [u8]>, out: &mu
     }
 }
 
+/// The sets of records bound for one partition, encoded back to back as the records come
+/// (each set byte for byte what [`encode_set`] writes): the admit stage's batch holds its
+/// units this way, so routing sends slices of it and never regroups or copies a record.
+/// A set closes at [`SET_RECORDS_MAX`] records, or before a record that would take it
+/// past [`SET_BYTES_MAX`] (a set always takes at least one record).
+#[derive(Debug, Default)]
+pub struct SetWriter {
+    bytes: Vec<u8>,
+    /// Byte ranges of the closed sets in `bytes`.
+    closed: Vec<std::ops::Range<usize>>,
+    /// Where the open set's header starts; records of the open set follow it.
+    open_start: usize,
+    open_records: u32,
+    /// Σ (record length + 4) over the open set, the measure [`SET_BYTES_MAX`] bounds.
+    open_bytes: usize,
+}
+
+impl SetWriter {
+    /// Appends one record to the open set, closing it first if the record does not fit.
+    pub fn push(&mut self, record: &UnitRecord<'_>) {
+        if self.open_records == 0 {
+            self.open_start = self.bytes.len();
+            self.bytes.extend_from_slice(&[SET_VERSION, 0, 0, 0, 0]);
+        }
+        // The record's length is known once it is encoded, so it is written in place
+        // behind a length slot, and the set closes behind it if it did not fit.
+        let length_at = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        record.encode(&mut self.bytes);
+        let length = self.bytes.len() - length_at - 4;
+        self.bytes[length_at..length_at + 4].copy_from_slice(&(length as u32).to_le_bytes());
+        let full = self.open_records as usize == SET_RECORDS_MAX
+            || self.open_bytes + length > SET_BYTES_MAX;
+        if self.open_records > 0 && full {
+            self.close_at(length_at);
+            self.bytes
+                .splice(length_at..length_at, [SET_VERSION, 0, 0, 0, 0]);
+            self.open_start = length_at;
+        }
+        self.open_records += 1;
+        self.open_bytes += length + 4;
+    }
+
+    /// Closes the open set, if any: every record is then in [`SetWriter::sets`].
+    pub fn finish(&mut self) {
+        if self.open_records > 0 {
+            self.close_at(self.bytes.len());
+        }
+    }
+
+    fn close_at(&mut self, end: usize) {
+        let count = &mut self.bytes[self.open_start + 1..self.open_start + 5];
+        count.copy_from_slice(&self.open_records.to_le_bytes());
+        self.closed.push(self.open_start..end);
+        self.open_records = 0;
+        self.open_bytes = 0;
+    }
+
+    /// The closed sets, each one units-topic message.
+    pub fn sets(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.closed.iter().map(|range| &self.bytes[range.clone()])
+    }
+
+    /// Encoded bytes held, headers included.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Empties the writer, keeping its buffers' capacity.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.closed.clear();
+        self.open_start = 0;
+        self.open_records = 0;
+        self.open_bytes = 0;
+    }
+}
+
 /// The encoded records of a set, in order, borrowed from the message.
 pub struct SetReader<'a> {
     reader: Reader<'a>,
@@ -138,8 +216,20 @@ pub fn default_units_topic(database: &str) -> String {
 /// The 128-bit hash a unit key is owned and indexed under: xxh3 of `program \x1f unit_key`.
 /// A collision chance around 10⁻²¹ even at a billion units.
 pub fn key_hash(program: Program, unit_key: &str) -> u128 {
+    // One-shot over a stack buffer when the key fits (every key producers send does):
+    // the streaming hasher costs several times more per call. Both give the same hash.
+    const STACK_BYTES: usize = 256;
+    let program = program.as_str().as_bytes();
+    let length = program.len() + 1 + unit_key.len();
+    if length <= STACK_BYTES {
+        let mut joined = [0u8; STACK_BYTES];
+        joined[..program.len()].copy_from_slice(program);
+        joined[program.len()] = 0x1f;
+        joined[program.len() + 1..length].copy_from_slice(unit_key.as_bytes());
+        return xxhash_rust::xxh3::xxh3_128(&joined[..length]);
+    }
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(program.as_str().as_bytes());
+    hasher.update(program);
     hasher.update(&[0x1f]);
     hasher.update(unit_key.as_bytes());
     hasher.digest128()
@@ -307,6 +397,70 @@ mod tests {
         }
     }
 
+    /// The grouping rule stated once, plainly: take records while the set has fewer than
+    /// SET_RECORDS_MAX and the next one fits in SET_BYTES_MAX (a set takes at least one).
+    fn reference_sets(records: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut sets = Vec::new();
+        let mut rest = records;
+        while !rest.is_empty() {
+            let (mut take, mut bytes) = (0, 0);
+            while take < rest.len()
+                && take < SET_RECORDS_MAX
+                && (take == 0 || bytes + rest[take].len() <= SET_BYTES_MAX)
+            {
+                bytes += rest[take].len() + 4;
+                take += 1;
+            }
+            let mut set = Vec::new();
+            encode_set(rest[..take].iter().map(Vec::as_slice), &mut set);
+            sets.push(set);
+            rest = &rest[take..];
+        }
+        sets
+    }
+
+    #[test]
+    fn proves_the_set_writer_writes_the_sets_encode_set_would_at_every_boundary() {
+        let keys: Vec<String> = (0..3_000)
+            .map(|n| match n % 997 {
+                // A few huge keys, so sets also close on bytes, not only on records.
+                0 => "k".repeat(200_000 + n),
+                _ => format!("SF{n:06}"),
+            })
+            .collect();
+        for count in [
+            0,
+            1,
+            SET_RECORDS_MAX - 1,
+            SET_RECORDS_MAX,
+            SET_RECORDS_MAX + 1,
+            3_000,
+        ] {
+            let mut writer = SetWriter::default();
+            let mut encoded = Vec::new();
+            for key in &keys[..count] {
+                let unit = UnitRecord {
+                    unit_key: key,
+                    ..record()
+                };
+                writer.push(&unit);
+                let mut bytes = Vec::new();
+                unit.encode(&mut bytes);
+                encoded.push(bytes);
+            }
+            writer.finish();
+            let written: Vec<Vec<u8>> = writer.sets().map(<[u8]>::to_vec).collect();
+            assert_eq!(written, reference_sets(&encoded), "{count} records");
+            let read: usize = writer
+                .sets()
+                .map(|set| SetReader::new(set).unwrap().len())
+                .sum();
+            assert_eq!(read, count);
+            writer.clear();
+            assert_eq!((writer.sets().count(), writer.len_bytes()), (0, 0));
+        }
+    }
+
     #[test]
     fn records_round_trip() {
         let mut bytes = Vec::new();
@@ -354,6 +508,24 @@ mod tests {
     fn ledger_positions_ascend_with_offset_then_index() {
         assert!(ledger_position(5, 1_023) < ledger_position(6, 0));
         assert_eq!(ledger_position(1, 2), 65_538);
+    }
+
+    #[test]
+    fn proves_the_key_hash_is_the_streaming_xxh3_of_program_separator_key_at_every_length() {
+        // The state on disk is keyed by this hash: it must never change.
+        for length in 0..400 {
+            let key: String = (0..length)
+                .map(|i| (b'a' + (i % 26) as u8) as char)
+                .collect();
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            hasher.update(b"rural_delivery\x1f");
+            hasher.update(key.as_bytes());
+            assert_eq!(
+                key_hash(Program::RuralDelivery, &key),
+                hasher.digest128(),
+                "{length}"
+            );
+        }
     }
 
     #[test]

@@ -63,14 +63,14 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
                 };
                 processor.process(consumed, &mut batch);
             }
-            let all: Vec<usize> = (0..batch.units_len()).collect();
-            let sets = batch.unit_sets(&all);
+            batch.finish_units();
+            let sets = batch.unit_sets();
             let admitted = started.elapsed();
             let started = Instant::now();
             let mut rows = RowBinaryWriter::with_capacity(32 << 20);
             let mut decided = 0u64;
             for (offset, set) in sets.iter().enumerate() {
-                let reader = SetReader::new(&set.payload).expect("own encoding");
+                let reader = SetReader::new(set.payload).expect("own encoding");
                 for (position, record) in reader.enumerate() {
                     let record = record.expect("own encoding");
                     let source = SourceRef {

@@ -5,7 +5,7 @@
 
 pub use super::dead_letter::DeadLetter;
 use crate::domain::Reason;
-use crate::route::{encode_set, SET_BYTES_MAX, SET_RECORDS_MAX};
+use crate::route::{SetReader, SetWriter, UnitRecord};
 use crate::store::outcomes::OutcomeRow;
 use crate::store::rowbinary::RowBinaryWriter;
 use std::collections::BTreeMap;
@@ -41,28 +41,22 @@ pub struct Batch {
     row_sources: Vec<RowSource>,
     /// Topic names `row_sources` point into (a batch holds a handful).
     topics: Vec<String>,
-    /// Encoded unit records for the units topic, back to back; see `units`.
-    unit_bytes: Vec<u8>,
-    /// The routed units: owner partition, key hash, end of the record in `unit_bytes`.
-    units: Vec<(i32, u128, usize)>,
+    /// The routed units, already in units-topic sets: index = owner partition.
+    routes: Vec<SetWriter>,
+    /// Units in `routes`.
+    units: usize,
+    /// Encoded bytes in `routes`.
+    route_bytes: usize,
 }
 
-/// One routed unit of a batch: its owner partition, key hash and encoded record.
+/// One units-topic message of a batch: a set of unit records bound for one partition.
 #[derive(Debug, Clone, Copy)]
-pub struct RoutedUnit<'a> {
+pub struct UnitSet<'a> {
     pub partition: i32,
-    pub key: u128,
-    pub record: &'a [u8],
-}
-
-/// One units-topic message: a set of unit records bound for one owner partition.
-#[derive(Debug, Clone)]
-pub struct UnitSet {
-    pub partition: i32,
-    /// Indices of the set's units in the batch, in set order.
-    pub units: Vec<usize>,
-    /// The encoded set ([`encode_set`]).
-    pub payload: Vec<u8>,
+    /// Records in the set.
+    pub records: usize,
+    /// The encoded set ([`crate::route::encode_set`]'s format).
+    pub payload: &'a [u8],
 }
 
 /// The source of one row of a batch and the outcome it records.
@@ -91,79 +85,66 @@ impl Batch {
             row_ends: Vec::new(),
             row_sources: Vec::new(),
             topics: Vec::new(),
-            unit_bytes: Vec::new(),
-            units: Vec::new(),
+            routes: Vec::new(),
+            units: 0,
+            route_bytes: 0,
         }
     }
 
     /// Adds the unit record of the message just pushed, for its owner `partition`.
-    pub fn push_unit(&mut self, partition: i32, key: u128, record: &crate::route::UnitRecord<'_>) {
-        record.encode(&mut self.unit_bytes);
-        self.units.push((partition, key, self.unit_bytes.len()));
-    }
-
-    /// The routed units, in the order they were pushed.
-    pub fn units(&self) -> impl Iterator<Item = RoutedUnit<'_>> + '_ {
-        let mut start = 0;
-        self.units.iter().map(move |&(partition, key, end)| {
-            let record = &self.unit_bytes[start..end];
-            start = end;
-            RoutedUnit {
-                partition,
-                key,
-                record,
-            }
-        })
+    pub fn push_unit(&mut self, partition: i32, record: &crate::route::UnitRecord<'_>) {
+        let index = usize::try_from(partition).expect("owner partitions are not negative");
+        if self.routes.len() <= index {
+            self.routes.resize_with(index + 1, SetWriter::default);
+        }
+        let route = &mut self.routes[index];
+        let before = route.len_bytes();
+        route.push(record);
+        self.route_bytes += route.len_bytes() - before;
+        self.units += 1;
     }
 
     /// Number of routed units.
     pub fn units_len(&self) -> usize {
-        self.units.len()
+        self.units
     }
 
-    /// The units at `indices` (ascending) as units-topic messages: per owner partition, in
-    /// push order, sets of at most [`SET_RECORDS_MAX`] records and about [`SET_BYTES_MAX`].
-    pub fn unit_sets(&self, indices: &[usize]) -> Vec<UnitSet> {
-        let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-        for &index in indices {
-            by_partition
-                .entry(self.units[index].0)
-                .or_default()
-                .push(index);
-        }
-        let record = |index: usize| {
-            let start = if index == 0 {
-                0
-            } else {
-                self.units[index - 1].2
-            };
-            &self.unit_bytes[start..self.units[index].2]
-        };
+    /// Closes the open sets; call once every unit is pushed, before [`Batch::unit_sets`].
+    pub fn finish_units(&mut self) {
+        self.routes.iter_mut().for_each(SetWriter::finish);
+    }
+
+    /// The routed units as units-topic messages: per owner partition, in push order.
+    pub fn unit_sets(&self) -> Vec<UnitSet<'_>> {
         let mut sets = Vec::new();
-        for (partition, members) in by_partition {
-            let mut rest = members.as_slice();
-            while !rest.is_empty() {
-                let mut take = 0;
-                let mut bytes = 0;
-                while take < rest.len()
-                    && take < SET_RECORDS_MAX
-                    && (take == 0 || bytes + record(rest[take]).len() <= SET_BYTES_MAX)
-                {
-                    bytes += record(rest[take]).len() + 4;
-                    take += 1;
-                }
-                let (members, tail) = rest.split_at(take);
-                let mut payload = Vec::with_capacity(bytes + 5);
-                encode_set(members.iter().map(|&i| record(i)), &mut payload);
+        for (partition, route) in self.routes.iter().enumerate() {
+            for payload in route.sets() {
+                let records = SetReader::new(payload)
+                    .expect("a batch's own sets read back")
+                    .len();
                 sets.push(UnitSet {
-                    partition,
-                    units: members.to_vec(),
+                    partition: partition as i32,
+                    records,
                     payload,
                 });
-                rest = tail;
             }
         }
         sets
+    }
+
+    /// The routed units with their owner partition: per partition, in push order (each
+    /// key has one owner, so every key's records keep their order).
+    pub fn routed_units(&self) -> impl Iterator<Item = (i32, UnitRecord<'_>)> + '_ {
+        self.unit_sets().into_iter().flat_map(|set| {
+            SetReader::new(set.payload)
+                .expect("a batch's own sets read back")
+                .map(move |record| {
+                    (
+                        set.partition,
+                        record.expect("a batch's own records read back"),
+                    )
+                })
+        })
     }
 
     /// Adds one message's outcome row; rows of one partition must arrive in offset order.
@@ -209,8 +190,7 @@ impl Batch {
 
     /// Returns true if and only if a limit of rows or bytes is reached.
     pub fn is_full(&self, limits: &BatchLimits) -> bool {
-        self.row_count >= limits.rows_max
-            || self.rows.len() + self.unit_bytes.len() >= limits.bytes_max
+        self.row_count >= limits.rows_max || self.rows.len() + self.route_bytes >= limits.bytes_max
     }
 
     /// Returns true if and only if the batch holds rows older than `flush_interval`.
@@ -254,6 +234,12 @@ impl Batch {
         &self.next_offsets
     }
 
+    /// Puts a buffer back where [`Batch::take_rows`] took the rows from (the flusher
+    /// returns the reclaimed insert buffer so a recycled batch reuses it).
+    pub fn restore_rows(&mut self, buffer: Vec<u8>) {
+        self.rows = RowBinaryWriter::from_vec(buffer);
+    }
+
     /// Takes the encoded rows out, leaving the batch's other fields intact.
     pub fn take_rows(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.rows).into_inner()
@@ -287,6 +273,40 @@ impl Batch {
     }
 }
 
+impl crate::recycle::Recycle for Batch {
+    fn clear(&mut self) {
+        // Destructured, so a field added to `Batch` cannot be forgotten here.
+        let Batch {
+            rows,
+            row_count,
+            dead_letters,
+            next_offsets,
+            accepted,
+            rejected_by_reason,
+            first_row_at,
+            row_ends,
+            row_sources,
+            topics,
+            routes,
+            units,
+            route_bytes,
+        } = self;
+        rows.clear();
+        *row_count = 0;
+        dead_letters.clear();
+        next_offsets.clear();
+        *accepted = 0;
+        *rejected_by_reason = [0; Reason::ALL.len()];
+        *first_row_at = None;
+        row_ends.clear();
+        row_sources.clear();
+        topics.clear();
+        routes.iter_mut().for_each(SetWriter::clear);
+        *units = 0;
+        *route_bytes = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +336,34 @@ mod tests {
         assert_eq!((topic, source.partition, source.offset), ("bb", 1, 9));
         assert_eq!(source.rejection, Some(Reason::Duplicate));
         assert_eq!(batch.next_offsets()["a"][&0], 9);
+    }
+
+    #[test]
+    fn proves_a_recycled_batch_is_empty_and_encodes_as_a_fresh_one() {
+        use crate::recycle::Recycle;
+        let fill = |batch: &mut Batch| {
+            batch.push(&row("a", 0, 7), None);
+            batch.push(&row("bb", 1, 9), Some(Reason::Duplicate));
+        };
+        let mut fresh = Batch::with_capacity(1024);
+        fill(&mut fresh);
+        let mut recycled = Batch::with_capacity(1024);
+        fill(&mut recycled);
+        recycled.push(&row("c", 2, 1), Some(Reason::UnknownFirm));
+        recycled.clear();
+        assert!(recycled.is_empty() && recycled.bytes() == 0 && recycled.units_len() == 0);
+        assert!(recycled.next_offsets().is_empty() && recycled.dead_letters().is_empty());
+        assert_eq!(recycled.accepted(), 0);
+        assert_eq!(recycled.rejected_by_reason(), &[0; Reason::ALL.len()]);
+        assert!(!recycled.is_due(&BatchLimits {
+            rows_max: 10,
+            bytes_max: 1 << 20,
+            flush_interval: Duration::ZERO,
+        }));
+        fill(&mut recycled);
+        assert_eq!(recycled.take_rows(), fresh.take_rows());
+        assert_eq!(recycled.row_source(1), fresh.row_source(1));
+        assert_eq!(recycled.next_offsets(), fresh.next_offsets());
     }
 
     #[test]

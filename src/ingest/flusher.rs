@@ -82,7 +82,7 @@ impl RowBatch for Batch {
         }
     }
 
-    fn refused_row(&self, index: usize, detail: &str) -> Vec<u8> {
+    fn refused_row(&self, index: usize, detail: &str, _encoded: &[u8]) -> Vec<u8> {
         let (topic, source) = self.row_source(index);
         let replacement = OutcomeRow {
             topic,
@@ -101,7 +101,8 @@ impl RowBatch for Batch {
 
 impl Flusher {
     /// Makes one batch durable; returns only when it is, or on a permanent error.
-    pub async fn flush(&self, mut batch: Batch) -> Result<(), FlushError> {
+    /// The batch keeps its insert buffer (reclaimed from the HTTP client) for recycling.
+    pub async fn flush(&self, batch: &mut Batch) -> Result<(), FlushError> {
         crate::crash::reached("before_dead_letters");
         let letters = DeadLetterSender {
             producer: &self.producer,
@@ -112,11 +113,14 @@ impl Flusher {
         .await;
         self.stats.dead_letters_sent(&letters);
         crate::crash::reached("after_dead_letters");
-        self.route_units(&batch).await?;
+        self.route_units(batch).await?;
         crate::crash::reached("after_route");
         let rows = Bytes::from(batch.take_rows());
         let insert_started = std::time::Instant::now();
-        let written = self.sink.write(&batch, rows).await?;
+        let written = self.sink.write(&*batch, rows.clone()).await?;
+        if let Some(buffer) = crate::recycle::reclaim(rows) {
+            batch.restore_rows(buffer);
+        }
         self.stats
             .insert_retries
             .fetch_add(written.retries, Ordering::Relaxed);
@@ -138,27 +142,26 @@ impl Flusher {
             rejected_by_reason[Reason::StorageRefused as usize] += 1;
         }
         self.stats.admit_durable(routed, &rejected_by_reason);
-        self.commit_advisory(&batch);
+        self.commit_advisory(batch);
         crate::crash::reached("after_commit");
         Ok(())
     }
 
-    /// Sends every unit record to its owner partition, in sets of records, and waits
-    /// until all are acknowledged; sets that fail are sent again, with backoff, until the
-    /// deadline.
-    async fn route_units(&self, batch: &Batch) -> Result<(), FlushError> {
+    /// Sends every set of unit records to its owner partition and waits until all are
+    /// acknowledged; sets that fail are sent again, with backoff, until the deadline.
+    async fn route_units(&self, batch: &mut Batch) -> Result<(), FlushError> {
         if batch.units_len() == 0 {
             return Ok(());
         }
-        let mut pending: Vec<usize> = (0..batch.units_len()).collect();
+        batch.finish_units();
+        let mut pending = batch.unit_sets();
         let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
         loop {
-            let sets = batch.unit_sets(&pending);
-            let mut deliveries = Vec::with_capacity(sets.len());
-            for set in &sets {
+            let mut deliveries = Vec::with_capacity(pending.len());
+            for set in &pending {
                 let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&self.units_topic)
                     .partition(set.partition)
-                    .payload(&set.payload);
+                    .payload(set.payload);
                 match self.units_producer.send_result(record) {
                     Ok(delivery) => deliveries.push(Some(delivery)),
                     Err((error, _)) => {
@@ -169,7 +172,7 @@ impl Flusher {
             }
             let mut failed = Vec::new();
             let mut last_error = String::new();
-            for (set, delivery) in sets.iter().zip(deliveries) {
+            for (set, delivery) in pending.iter().zip(deliveries) {
                 let delivered = match delivery {
                     Some(delivery) => match delivery.await {
                         Ok(Ok(delivered)) => {
@@ -189,20 +192,20 @@ impl Flusher {
                     None => false,
                 };
                 if !delivered {
-                    failed.extend_from_slice(&set.units);
+                    failed.push(*set);
                 }
             }
             if failed.is_empty() {
                 return Ok(());
             }
-            failed.sort_unstable();
             let Some(wait) = backoff.next_wait() else {
                 return Err(FlushError::Route {
                     topic: self.units_topic.clone(),
                     detail: last_error,
                 });
             };
-            tracing::warn!(message = "Routing units failed; resending.", failed = failed.len(), error = %last_error, backoff_ms = wait.as_millis() as u64);
+            let units: usize = failed.iter().map(|set| set.records).sum();
+            tracing::warn!(message = "Routing units failed; resending.", failed_sets = failed.len(), failed_units = units, error = %last_error, backoff_ms = wait.as_millis() as u64);
             tokio::time::sleep(wait).await;
             pending = failed;
         }

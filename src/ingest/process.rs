@@ -100,7 +100,7 @@ impl Processor {
         };
         let key = key_hash(unit.program, &unit.unit_key);
         batch.push(&row, None);
-        batch.push_unit(owner_partition(key, self.units_partitions), key, &record);
+        batch.push_unit(owner_partition(key, self.units_partitions), &record);
     }
 }
 

@@ -18,6 +18,7 @@ use crate::kafka::{KafkaConfig, KafkaSetupError};
 use crate::ledger::batch::DecisionBatch;
 use crate::ledger::stage::{restore, LedgerFlusher, LedgerProcessor, DECISIONS_TABLE};
 use crate::ledger::state::{LedgerState, StateError};
+use crate::recycle::{Pool, Recycle};
 use crate::store::outcomes::resume_offset;
 use crate::store::sink::Sink;
 use crate::store::{migrate, refdata_store, Store, StoreConfig, StoreError};
@@ -126,7 +127,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let ledger_store = store.clone();
     let ledger_state = state.clone();
     let ledger_handle = handle.clone();
-    let ledger_batches = Arc::new(InFlight::default());
+    let ledger_batches = Arc::new(InFlight::new(settings.batches_in_flight_max.max(1)));
     let drain_counter = ledger_batches.clone();
     let ledger_context = IngestContext::new(
         Box::new(move |_topic, partition| {
@@ -212,7 +213,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
 
     let lookup_store = store.clone();
     let lookup_handle = handle.clone();
-    let admit_batches = Arc::new(InFlight::default());
+    let admit_batches = Arc::new(InFlight::new(settings.batches_in_flight_max.max(1)));
     let admit_drain = admit_batches.clone();
     let context = IngestContext::new(
         Box::new(move |topic, partition| {
@@ -252,14 +253,15 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let flusher_shutdown = shutdown.clone();
     let admit_flushed = admit_batches.clone();
     let flusher_task = tokio::spawn(async move {
-        while let Some(batch) = batch_rx.recv().await {
-            let result = flusher.flush(batch).await;
+        while let Some(mut batch) = batch_rx.recv().await {
+            let result = flusher.flush(&mut batch).await;
             admit_flushed.flushed.fetch_add(1, Ordering::AcqRel);
             if let Err(error) = result {
                 // Stop the poll loop; what was not flushed is re-read on the next start.
                 flusher_shutdown.store(true, Ordering::Relaxed);
                 return Err(error);
             }
+            admit_flushed.recycle(batch);
         }
         Ok(())
     });
@@ -321,7 +323,7 @@ fn poll_loop(
     settings: &RunSettings,
     stats: &Stats,
     shutdown: &AtomicBool,
-    in_flight: &InFlight,
+    in_flight: &InFlight<Batch>,
 ) -> Result<(), RunError> {
     let batch_capacity = settings.limits.bytes_max.min(64 << 20);
     let mut batch = Batch::with_capacity(batch_capacity);
@@ -344,7 +346,10 @@ fn poll_loop(
                     message = "Dropping an unshipped batch of revoked partitions.",
                     rows = batch.len()
                 );
-                batch = Batch::with_capacity(batch_capacity);
+                in_flight.recycle(std::mem::replace(
+                    &mut batch,
+                    Batch::with_capacity(batch_capacity),
+                ));
             }
             for (topic, partition) in changes.revoked {
                 if let Some(partitions) = positions.get_mut(&topic) {
@@ -432,12 +437,15 @@ fn ship(
     batch: &mut Batch,
     batch_tx: &mpsc::Sender<Batch>,
     capacity: usize,
-    in_flight: &InFlight,
+    in_flight: &InFlight<Batch>,
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
     }
-    let full = std::mem::replace(batch, Batch::with_capacity(capacity));
+    let next = in_flight
+        .reuse()
+        .unwrap_or_else(|| Batch::with_capacity(capacity));
+    let full = std::mem::replace(batch, next);
     in_flight.shipped.fetch_add(1, Ordering::AcqRel);
     batch_tx
         .blocking_send(full)
@@ -503,7 +511,7 @@ struct LedgerShared<'a> {
     state: &'a Mutex<LedgerState>,
     /// Per units partition, the largest offset this process routed a record to.
     routed_high: &'a Mutex<HashMap<i32, i64>>,
-    in_flight: &'a InFlight,
+    in_flight: &'a InFlight<DecisionBatch>,
 }
 
 /// The ledger stage's poll loop: decides the records of the owned units-topic partitions
@@ -539,7 +547,7 @@ fn ledger_poll_loop(
                     message = "Dropping an unshipped ledger batch of revoked partitions.",
                     rows = batch.len()
                 );
-                batch = DecisionBatch::default();
+                in_flight.recycle(std::mem::take(&mut batch));
             }
             for (topic, partition) in changes.revoked {
                 if let Some(partitions) = positions.get_mut(&topic) {
@@ -630,20 +638,41 @@ fn ledger_poll_loop(
 }
 
 /// Batches handed to a flusher and batches it finished: a revocation waits for the two to
-/// meet, so a partition moves only once what was decided of it is durable.
-#[derive(Default)]
-pub struct InFlight {
+/// meet, so a partition moves only once what was decided of it is durable. Finished
+/// batches come back emptied ([`crate::recycle`]) for the poll loop to fill again.
+pub struct InFlight<B> {
     shipped: std::sync::atomic::AtomicU64,
     flushed: std::sync::atomic::AtomicU64,
+    finished: Pool<B>,
 }
 
 /// Longest a revocation waits for in-flight batches (then it logs and lets go).
 const DRAIN_WAIT_MAX: Duration = Duration::from_secs(60);
 
-impl InFlight {
+impl<B: Recycle> InFlight<B> {
+    /// Counters for a stage that queues at most `batches_in_flight_max` batches.
+    pub fn new(batches_in_flight_max: usize) -> InFlight<B> {
+        InFlight {
+            shipped: Default::default(),
+            flushed: Default::default(),
+            // Queued, one being flushed, one settling (the ledger's): all may come back.
+            finished: Pool::new(batches_in_flight_max + 2),
+        }
+    }
+
     /// Counts one shipped batch as finished (durable, or failed for good).
     pub fn batch_flushed(&self) {
         self.flushed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes back a batch the flusher is done with, to be filled again.
+    pub fn recycle(&self, batch: B) {
+        self.finished.give(batch);
+    }
+
+    /// An emptied batch to fill, if one came back.
+    pub fn reuse(&self) -> Option<B> {
+        self.finished.take()
     }
 
     /// Waits until every shipped batch is flushed, at most [`DRAIN_WAIT_MAX`].
@@ -664,12 +693,13 @@ impl InFlight {
 fn ship_decisions(
     batch: &mut DecisionBatch,
     batch_tx: &mpsc::Sender<DecisionBatch>,
-    in_flight: &InFlight,
+    in_flight: &InFlight<DecisionBatch>,
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
     }
-    let full = std::mem::take(batch);
+    let next = in_flight.reuse().unwrap_or_default();
+    let full = std::mem::replace(batch, next);
     in_flight.shipped.fetch_add(1, Ordering::AcqRel);
     batch_tx
         .blocking_send(full)

@@ -20,9 +20,11 @@ struct RowMeta {
     /// Index into `units` if the row is a new unit.
     unit: Option<usize>,
     rejection: Option<Reason>,
-    /// End of the row's encoded unit record in `records` (to build a `storage_refused`
-    /// replacement from).
-    record_end: usize,
+    /// Index of the source topic's name in the batch's `topics`, and when the admit stage
+    /// consumed the source: what a `storage_refused` replacement needs if its row is
+    /// unreadable (see [`RowBatch::refused_row`]).
+    topic: usize,
+    received_at_unix_s: u32,
     decided_at_unix_s: u32,
 }
 
@@ -32,8 +34,8 @@ pub struct DecisionBatch {
     rows: RowBinaryWriter,
     row_ends: Vec<usize>,
     meta: Vec<RowMeta>,
-    /// The rows' unit records, encoded back to back.
-    records: Vec<u8>,
+    /// Source topic names the rows point into (a batch holds a handful).
+    topics: Vec<String>,
     units: Vec<PendingUnit>,
     dead_letters: Vec<DeadLetter>,
     first_row_at: Option<Instant>,
@@ -66,7 +68,17 @@ impl DecisionBatch {
             self.units.push(u);
             self.units.len() - 1
         });
-        row.record.encode(&mut self.records);
+        let topic = match self
+            .topics
+            .iter()
+            .position(|t| t == row.record.source_topic)
+        {
+            Some(index) => index,
+            None => {
+                self.topics.push(row.record.source_topic.to_string());
+                self.topics.len() - 1
+            }
+        };
         self.meta.push(RowMeta {
             ledger_partition: row.ledger_partition,
             ledger_offset: row.ledger_offset,
@@ -74,7 +86,8 @@ impl DecisionBatch {
             source,
             unit,
             rejection,
-            record_end: self.records.len(),
+            topic,
+            received_at_unix_s: row.record.received_at_unix_s,
             decided_at_unix_s: row.decided_at_unix_s,
         });
         self.note_offset(row.ledger_partition as i32, row.ledger_offset as i64);
@@ -130,6 +143,11 @@ impl DecisionBatch {
     /// When the first record of the batch was taken.
     pub fn first_row_at(&self) -> Option<Instant> {
         self.first_row_at
+    }
+
+    /// Puts a buffer back where [`DecisionBatch::take_rows`] took the rows from.
+    pub fn restore_rows(&mut self, buffer: Vec<u8>) {
+        self.rows = RowBinaryWriter::from_vec(buffer);
     }
 
     /// Takes the encoded rows out.
@@ -207,6 +225,32 @@ pub struct CommitSet {
     pub marks: Vec<(i32, Mark)>,
 }
 
+impl crate::recycle::Recycle for DecisionBatch {
+    fn clear(&mut self) {
+        // Destructured, so a field added to `DecisionBatch` cannot be forgotten here.
+        let DecisionBatch {
+            rows,
+            row_ends,
+            meta,
+            topics,
+            units,
+            dead_letters,
+            first_row_at,
+            last_positions,
+            next_offsets,
+        } = self;
+        rows.clear();
+        row_ends.clear();
+        meta.clear();
+        topics.clear();
+        units.clear();
+        dead_letters.clear();
+        *first_row_at = None;
+        last_positions.clear();
+        next_offsets.clear();
+    }
+}
+
 impl RowBatch for DecisionBatch {
     fn row_count(&self) -> usize {
         self.meta.len()
@@ -225,22 +269,28 @@ impl RowBatch for DecisionBatch {
         }
     }
 
-    fn refused_row(&self, index: usize, detail: &str) -> Vec<u8> {
+    fn refused_row(&self, index: usize, detail: &str, encoded: &[u8]) -> Vec<u8> {
+        let reason = Reason::StorageRefused.as_str();
+        if let Some(row) = crate::store::decisions::rejected_as(encoded, reason, detail) {
+            return row;
+        }
+        // The row does not even read back (the fault-injection hook cuts it): say what
+        // the batch knows of its source, which is what conservation counts.
         let meta = &self.meta[index];
-        let start = match index {
-            0 => 0,
-            _ => self.meta[index - 1].record_end,
-        };
-        let record = crate::route::UnitRecord::decode(&self.records[start..meta.record_end])
-            .expect("a batch's own encoding reads back");
         let mut encoded = RowBinaryWriter::default();
         DecisionRow {
             ledger_partition: meta.ledger_partition,
             ledger_offset: meta.ledger_offset,
             ledger_index: meta.ledger_index,
-            record,
+            record: crate::route::UnitRecord {
+                source_topic: &self.topics[meta.topic],
+                source_partition: meta.source.partition,
+                source_offset: meta.source.offset,
+                received_at_unix_s: meta.received_at_unix_s,
+                ..Default::default()
+            },
             decided_at_unix_s: meta.decided_at_unix_s,
-            reason: Reason::StorageRefused.as_str(),
+            reason,
             detail,
         }
         .encode(&mut encoded);

@@ -379,7 +379,11 @@ impl LedgerFlusher {
         self.stats.dead_letters_sent(&letters);
         let rows = Bytes::from(batch.take_rows());
         let insert_started = Instant::now();
-        let written = self.sink.write(&*batch, rows).await?;
+        let written = self.sink.write(&*batch, rows.clone()).await?;
+        // The insert buffer back in the batch, for recycling.
+        if let Some(buffer) = crate::recycle::reclaim(rows) {
+            batch.restore_rows(buffer);
+        }
         self.stats
             .insert_retries
             .fetch_add(written.retries, Ordering::Relaxed);
@@ -437,7 +441,7 @@ impl LedgerFlusher {
 pub async fn flush_all(
     flusher: Arc<LedgerFlusher>,
     mut batches: tokio::sync::mpsc::Receiver<DecisionBatch>,
-    in_flight: Arc<InFlight>,
+    in_flight: Arc<InFlight<DecisionBatch>>,
 ) -> Result<(), LedgerFlushError> {
     let mut settling: Option<tokio::task::JoinHandle<Result<(), LedgerFlushError>>> = None;
     while let Some(mut batch) = batches.recv().await {
@@ -455,6 +459,7 @@ pub async fn flush_all(
         settling = Some(tokio::task::spawn_blocking(move || {
             let result = flusher.settle(&batch, &written);
             in_flight.batch_flushed();
+            in_flight.recycle(batch);
             result
         }));
     }

@@ -8,7 +8,7 @@
 
 use super::client::{Store, StoreError};
 use super::outcomes::{escape_literal, insert_rows};
-use super::rowbinary::RowBinaryWriter;
+use super::rowbinary::{RowBinaryReader, RowBinaryWriter};
 use bytes::Bytes;
 
 /// Columns of `unit_decisions`, in table order, with their ClickHouse types.
@@ -75,6 +75,38 @@ impl DecisionRow<'_> {
             0
         });
     }
+}
+
+/// The encoded decision row `row` as a rejection for `reason` with `detail`, everything
+/// else as the row said (the amount becomes 0: a rejection pays nothing); `None` if `row`
+/// does not read as one decision row. Lets a batch replace a refused row without keeping
+/// a second copy of every record it decided.
+pub fn rejected_as(row: &[u8], reason: &str, detail: &str) -> Option<Vec<u8>> {
+    let mut reader = RowBinaryReader::new(row);
+    reader.skip(4 + 8 + 4)?; // ledger_partition, ledger_offset, ledger_index
+    reader.skip_string()?; // topic
+    reader.skip(4 + 8 + 4 + 4)?; // partition, offset, received_at, decided_at
+    reader.skip_string()?; // event_id
+    let reason_at = reader.position();
+    reader.skip_string()?; // reason
+    reader.skip_string()?; // detail
+    let rest_at = reader.position();
+    for _ in 0..4 {
+        reader.skip_string()?; // program, unit_key, recipient_id, district_code
+    }
+    reader.skip(4 + 2)?; // occurred_at, local_date
+    let amount_at = reader.position();
+    reader.skip(8)?; // amount_fen
+    if !reader.is_done() {
+        return None;
+    }
+    let mut out = RowBinaryWriter::with_capacity(row.len() + reason.len() + detail.len());
+    out.put_raw(&row[..reason_at]);
+    out.put_str(reason);
+    out.put_str(detail);
+    out.put_raw(&row[rest_at..amount_at]);
+    out.put_i64(0);
+    Some(out.into_inner())
 }
 
 /// Inserts one batch of encoded decision rows with a single INSERT (rows of a partition in
@@ -206,6 +238,52 @@ pub async fn stored_offsets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proves_a_rejected_row_is_the_row_encoded_with_the_reason_and_no_amount() {
+        let record = crate::route::UnitRecord {
+            source_topic: "subsidy.import.parcels",
+            source_partition: 3,
+            source_offset: 77,
+            received_at_unix_s: 1_700_000_000,
+            program: Some(crate::domain::Program::ImportParcel),
+            event_id: "e-1",
+            unit_key: "SF0001",
+            recipient_id: "sf-express",
+            district_code: "330109",
+            occurred_at_unix_s: 1_699_999_000,
+            local_date_days: 19_675,
+            amount_fen: 100,
+            flags: 0,
+        };
+        let row = |reason, detail| {
+            let mut out = RowBinaryWriter::default();
+            DecisionRow {
+                ledger_partition: 5,
+                ledger_offset: 9,
+                ledger_index: 2,
+                record,
+                decided_at_unix_s: 1_700_000_100,
+                reason,
+                detail,
+            }
+            .encode(&mut out);
+            out.into_inner()
+        };
+        let detail = "ClickHouse refused the outcome row: Code: 131";
+        assert_eq!(
+            rejected_as(&row("", ""), "storage_refused", detail),
+            Some(row("storage_refused", detail))
+        );
+        let unit = row("", "");
+        assert_eq!(
+            rejected_as(&unit[..unit.len() - 1], "storage_refused", detail),
+            None
+        );
+        let mut longer = unit.clone();
+        longer.push(0);
+        assert_eq!(rejected_as(&longer, "storage_refused", detail), None);
+    }
 
     #[test]
     fn columns_match_the_migration() {

@@ -51,9 +51,19 @@ impl RowBinaryWriter {
         self.buf.extend_from_slice(&value.to_le_bytes());
     }
 
+    /// Empties the buffer, keeping its capacity (a recycled batch writes into it again).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
     /// Wraps bytes already in RowBinary.
     pub fn from_vec(buf: Vec<u8>) -> RowBinaryWriter {
         RowBinaryWriter { buf }
+    }
+
+    /// Bytes already in RowBinary, appended as they are.
+    pub fn put_raw(&mut self, encoded: &[u8]) {
+        self.buf.extend_from_slice(encoded);
     }
 
     /// A bare LEB128 number (a string's length prefix without the string).
@@ -89,6 +99,51 @@ impl RowBinaryWriter {
     }
 }
 
+/// Walks encoded RowBinary values without decoding them (to find a column inside a row).
+#[derive(Debug)]
+pub struct RowBinaryReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> RowBinaryReader<'a> {
+    /// A reader at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> RowBinaryReader<'a> {
+        RowBinaryReader { bytes, at: 0 }
+    }
+
+    /// Skips a fixed-size value of `width` bytes; `None` past the end.
+    pub fn skip(&mut self, width: usize) -> Option<()> {
+        let end = self.at.checked_add(width)?;
+        (end <= self.bytes.len()).then(|| self.at = end)
+    }
+
+    /// Skips a `String` (LEB128 length, then the bytes); `None` if it is cut or its length
+    /// is not a valid LEB128 number.
+    pub fn skip_string(&mut self) -> Option<()> {
+        let mut length: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.at)?;
+            self.at += 1;
+            length |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return self.skip(usize::try_from(length).ok()?);
+            }
+        }
+        None
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
+    /// Returns true if and only if every byte was read.
+    pub fn is_done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+}
+
 /// The `RowBinaryWithNamesAndTypes` header for the given columns `(name, type)`.
 pub fn names_and_types_header(columns: &[(&str, &str)]) -> Vec<u8> {
     let mut writer = RowBinaryWriter::default();
@@ -116,6 +171,28 @@ mod tests {
         // 200 = 0b1_1001000 -> 0xc8 0x01
         assert_eq!(&bytes[3..5], &[0xc8, 0x01]);
         assert_eq!(bytes.len(), 3 + 2 + 200);
+    }
+
+    #[test]
+    fn proves_the_reader_walks_what_the_writer_wrote_and_refuses_cut_or_bad_lengths() {
+        let mut w = RowBinaryWriter::default();
+        w.put_u32(7);
+        w.put_bytes(&[0xaa; 300]);
+        w.put_str("");
+        let bytes = w.into_inner();
+        let mut r = RowBinaryReader::new(&bytes);
+        assert_eq!(r.skip(4), Some(()));
+        assert_eq!(r.skip_string(), Some(()));
+        assert_eq!(r.position(), 4 + 2 + 300);
+        assert_eq!(r.skip_string(), Some(()));
+        assert!(r.is_done());
+        assert_eq!(r.skip(1), None);
+        let mut cut = RowBinaryReader::new(&bytes[4..100]);
+        assert_eq!(cut.skip_string(), None);
+        let mut huge = RowBinaryWriter::default();
+        huge.put_leb128_raw(1 << 62);
+        assert_eq!(RowBinaryReader::new(&huge.into_inner()).skip_string(), None);
+        assert_eq!(RowBinaryReader::new(&[0xff; 12]).skip_string(), None);
     }
 
     #[test]

@@ -83,8 +83,9 @@ pub trait RowBatch {
     fn byte_range(&self, rows: Range<usize>) -> Range<usize>;
     /// Where row `index` is checkpointed.
     fn position(&self, index: usize) -> RowPosition;
-    /// The encoded `storage_refused` row replacing refused row `index`.
-    fn refused_row(&self, index: usize, detail: &str) -> Vec<u8>;
+    /// The encoded `storage_refused` row replacing refused row `index`, whose encoding as
+    /// refused is `encoded`.
+    fn refused_row(&self, index: usize, detail: &str, encoded: &[u8]) -> Vec<u8>;
 }
 
 /// The table a sink writes and how its rows are checkpointed.
@@ -142,7 +143,8 @@ impl Sink {
             let position = batch.position(range.start);
             tracing::error!(message = "ClickHouse refused a message's row; storing it as storage_refused.", table = self.table.name, topic = ?position.topic, partition = position.partition, offset = position.offset, %error);
             let detail = format!("ClickHouse refused the outcome row: {error}");
-            let replacement = Bytes::from(batch.refused_row(range.start, &detail));
+            let encoded = &rows[batch.byte_range(range.clone())];
+            let replacement = Bytes::from(batch.refused_row(range.start, &detail, encoded));
             self.insert_with_retry(&replacement, &mut written).await?;
             written.refused.push(range.start);
         }
