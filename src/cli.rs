@@ -375,8 +375,9 @@ pub struct RunArgs {
     /// Ship a non-empty batch this long after its first message, milliseconds.
     #[arg(long, env = "SUBSIDY_FLUSH_INTERVAL_MS", default_value_t = 1_000)]
     pub flush_interval_ms: u64,
-    /// Finished batches queued for ClickHouse at most; the consumer waits beyond that.
-    #[arg(long, env = "SUBSIDY_BATCHES_IN_FLIGHT_MAX", default_value_t = 2)]
+    /// Finished batches queued for ClickHouse at most (besides the one being written); the
+    /// consumer waits beyond that. One keeps the stages busy and the peak RSS lowest.
+    #[arg(long, env = "SUBSIDY_BATCHES_IN_FLIGHT_MAX", default_value_t = 1)]
     pub batches_in_flight_max: usize,
     /// Cap of the exponential backoff between retries, milliseconds.
     #[arg(long, env = "SUBSIDY_RETRY_BACKOFF_MAX_MS", default_value_t = 5_000)]

@@ -94,10 +94,11 @@ impl KafkaConfig {
                 "heartbeat.interval.ms",
                 self.heartbeat_interval_ms.to_string(),
             )
-            // Bounded prefetch: at most 16 MiB of messages buffered by librdkafka (~80k
-            // messages of a few hundred bytes: more than a batch, so the loop never waits).
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.max.bytes", "8388608")
+            // Bounded prefetch: at most 8 MiB of messages buffered by librdkafka (~40k
+            // messages of a few hundred bytes, a quarter second of work at full speed, while
+            // a refill takes milliseconds: the loop never waits). Part of the peak RSS bound.
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.max.bytes", "4194304")
             // librdkafka waits this long before fetching again once its queue is full (default
             // 1 s); a busy consumer then starves for most of each second.
             .set("fetch.queue.backoff.ms", "20")
