@@ -126,8 +126,15 @@ impl Sink {
             if range.is_empty() {
                 continue;
             }
+            let body = rows.slice(batch.byte_range(range.clone()));
             let error = match self
-                .insert_once_each(batch, &rows, range.clone(), &mut written)
+                .insert_once_each(
+                    batch,
+                    range.clone(),
+                    body,
+                    |rest| rows_at(batch, &rows, rest),
+                    &mut written,
+                )
                 .await
             {
                 Ok(()) => continue,
@@ -145,21 +152,33 @@ impl Sink {
             let detail = format!("ClickHouse refused the outcome row: {error}");
             let encoded = &rows[batch.byte_range(range.clone())];
             let replacement = Bytes::from(batch.refused_row(range.start, &detail, encoded));
-            self.insert_with_retry(&replacement, &mut written).await?;
+            // The replacement has the refused row's position, so the same read-back keeps
+            // an ambiguous failure from storing it twice.
+            self.insert_once_each(
+                batch,
+                range.clone(),
+                replacement.clone(),
+                |_| replacement.clone(),
+                &mut written,
+            )
+            .await?;
             written.refused.push(range.start);
         }
         Ok(written)
     }
 
-    /// Inserts rows `range`; after an ambiguous failure, leaves out what already landed.
+    /// Inserts `body`, the encoding of rows `range`, retrying transient failures with
+    /// backoff; before each retry the rows already stored are read back by position and
+    /// left out (`encode` gives the encoding of the rows still to insert), so an insert
+    /// that failed ambiguously never stores a row twice.
     async fn insert_once_each(
         &self,
         batch: &impl RowBatch,
-        rows: &Bytes,
         range: Range<usize>,
+        mut body: Bytes,
+        encode: impl Fn(&[usize]) -> Bytes,
         written: &mut Written,
     ) -> Result<(), StoreError> {
-        let mut body = rows.slice(batch.byte_range(range.clone()));
         let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
         loop {
             match insert_rows(
@@ -190,9 +209,9 @@ impl Sink {
                     tokio::time::sleep(wait).await;
                     // The failed insert may have landed in part: keep only the rows that
                     // are not stored yet (a prefix per partition landed, if anything).
-                    match self.unstored(batch, rows, range.clone()).await {
-                        Ok(Some(rest)) => body = rest,
-                        Ok(None) => return Ok(()),
+                    match self.unstored(batch, range.clone()).await {
+                        Ok(rest) if rest.is_empty() => return Ok(()),
+                        Ok(rest) => body = encode(&rest),
                         // Still unreachable: try again after the next wait.
                         Err(error) if error.is_retryable() => continue,
                         Err(error) => return Err(error),
@@ -203,13 +222,12 @@ impl Sink {
         }
     }
 
-    /// The rows of `range` not stored yet, encoded; `None` when all are stored.
+    /// The rows of `range` not stored yet, in order.
     async fn unstored(
         &self,
         batch: &impl RowBatch,
-        rows: &Bytes,
         range: Range<usize>,
-    ) -> Result<Option<Bytes>, StoreError> {
+    ) -> Result<Vec<usize>, StoreError> {
         let mut first: HashMap<(Option<String>, u32), u64> = HashMap::new();
         for index in range.clone() {
             let p = batch.position(index);
@@ -234,46 +252,24 @@ impl Sink {
                 stored.insert((topic, partition), max);
             }
         }
-        let mut body = Vec::new();
-        for index in range {
-            let p = batch.position(index);
-            let landed = stored
-                .get(&(p.topic.clone(), p.partition))
-                .is_some_and(|max| p.offset <= *max);
-            if !landed {
-                body.extend_from_slice(&rows[batch.byte_range(index..index + 1)]);
-            }
-        }
-        Ok((!body.is_empty()).then(|| Bytes::from(body)))
+        Ok(range
+            .filter(|&index| {
+                let p = batch.position(index);
+                stored
+                    .get(&(p.topic, p.partition))
+                    .is_none_or(|max| p.offset > *max)
+            })
+            .collect())
     }
+}
 
-    async fn insert_with_retry(
-        &self,
-        row: &Bytes,
-        written: &mut Written,
-    ) -> Result<(), StoreError> {
-        let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
-        loop {
-            match insert_rows(
-                &self.store,
-                self.table.name,
-                self.table.columns,
-                row.clone(),
-            )
-            .await
-            {
-                Ok(()) => return Ok(()),
-                Err(error) if error.is_retryable() => match backoff.next_wait() {
-                    Some(wait) => {
-                        written.retries += 1;
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => return Err(error),
-                },
-                Err(error) => return Err(error),
-            }
-        }
+/// The encoded rows `indices` of a batch whose rows are encoded in `rows`.
+fn rows_at(batch: &impl RowBatch, rows: &Bytes, indices: &[usize]) -> Bytes {
+    let mut body = Vec::new();
+    for &index in indices {
+        body.extend_from_slice(&rows[batch.byte_range(index..index + 1)]);
     }
+    Bytes::from(body)
 }
 
 #[cfg(test)]
