@@ -375,26 +375,32 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A valid unit record for unit tests across the crate.
+#[cfg(test)]
+pub(crate) fn sample_record() -> UnitRecord<'static> {
+    UnitRecord {
+        source_topic: "subsidy.import.parcels",
+        source_partition: 3,
+        source_offset: 1 << 40,
+        received_at_unix_s: 1_700_000_000,
+        program: Some(Program::ImportParcel),
+        event_id: "e-1",
+        unit_key: "SF0001",
+        recipient_id: "sf-express",
+        district_code: "330109",
+        occurred_at_unix_s: 1_699_999_000,
+        local_date_days: 19_675,
+        amount_fen: 100,
+        flags: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record() -> UnitRecord<'static> {
-        UnitRecord {
-            source_topic: "subsidy.import.parcels",
-            source_partition: 3,
-            source_offset: 1 << 40,
-            received_at_unix_s: 1_700_000_000,
-            program: Some(Program::ImportParcel),
-            event_id: "e-1",
-            unit_key: "SF0001",
-            recipient_id: "sf-express",
-            district_code: "330109",
-            occurred_at_unix_s: 1_699_999_000,
-            local_date_days: 19_675,
-            amount_fen: 100,
-            flags: 0,
-        }
+        sample_record()
     }
 
     /// The grouping rule stated once, plainly: take records while the set has fewer than

@@ -242,19 +242,8 @@ mod tests {
     #[test]
     fn proves_a_rejected_row_is_the_row_encoded_with_the_reason_and_no_amount() {
         let record = crate::route::UnitRecord {
-            source_topic: "subsidy.import.parcels",
-            source_partition: 3,
             source_offset: 77,
-            received_at_unix_s: 1_700_000_000,
-            program: Some(crate::domain::Program::ImportParcel),
-            event_id: "e-1",
-            unit_key: "SF0001",
-            recipient_id: "sf-express",
-            district_code: "330109",
-            occurred_at_unix_s: 1_699_999_000,
-            local_date_days: 19_675,
-            amount_fen: 100,
-            flags: 0,
+            ..crate::route::sample_record()
         };
         let row = |reason, detail| {
             let mut out = RowBinaryWriter::default();
