@@ -76,8 +76,8 @@ pub fn encode_set<'r>(records: impl ExactSizeIterator<Item = &'r [u8]>, out: &mu
 #[derive(Debug, Default)]
 pub struct SetWriter {
     bytes: Vec<u8>,
-    /// Byte ranges of the closed sets in `bytes`.
-    closed: Vec<std::ops::Range<usize>>,
+    /// Byte ranges of the closed sets in `bytes`, with their record counts.
+    closed: Vec<(std::ops::Range<usize>, usize)>,
     /// Where the open set's header starts; records of the open set follow it.
     open_start: usize,
     open_records: u32,
@@ -121,14 +121,17 @@ impl SetWriter {
     fn close_at(&mut self, end: usize) {
         let count = &mut self.bytes[self.open_start + 1..self.open_start + 5];
         count.copy_from_slice(&self.open_records.to_le_bytes());
-        self.closed.push(self.open_start..end);
+        self.closed
+            .push((self.open_start..end, self.open_records as usize));
         self.open_records = 0;
         self.open_bytes = 0;
     }
 
-    /// The closed sets, each one units-topic message.
-    pub fn sets(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.closed.iter().map(|range| &self.bytes[range.clone()])
+    /// The closed sets, each one units-topic message, with the records it holds.
+    pub fn sets(&self) -> impl Iterator<Item = (&[u8], usize)> + '_ {
+        self.closed
+            .iter()
+            .map(|(range, records)| (&self.bytes[range.clone()], *records))
     }
 
     /// Encoded bytes held, headers included.
@@ -455,11 +458,14 @@ mod tests {
                 encoded.push(bytes);
             }
             writer.finish();
-            let written: Vec<Vec<u8>> = writer.sets().map(<[u8]>::to_vec).collect();
+            let written: Vec<Vec<u8>> = writer.sets().map(|(set, _)| set.to_vec()).collect();
             assert_eq!(written, reference_sets(&encoded), "{count} records");
             let read: usize = writer
                 .sets()
-                .map(|set| SetReader::new(set).unwrap().len())
+                .map(|(set, records)| {
+                    assert_eq!(SetReader::new(set).unwrap().len(), records);
+                    records
+                })
                 .sum();
             assert_eq!(read, count);
             writer.clear();

@@ -118,10 +118,7 @@ impl Batch {
     pub fn unit_sets(&self) -> Vec<UnitSet<'_>> {
         let mut sets = Vec::new();
         for (partition, route) in self.routes.iter().enumerate() {
-            for payload in route.sets() {
-                let records = SetReader::new(payload)
-                    .expect("a batch's own sets read back")
-                    .len();
+            for (payload, records) in route.sets() {
                 sets.push(UnitSet {
                     partition: partition as i32,
                     records,
@@ -155,13 +152,7 @@ impl Batch {
         row.encode(&mut self.rows);
         self.row_count += 1;
         self.row_ends.push(self.rows.len());
-        let topic = match self.topics.iter().position(|t| t == row.topic) {
-            Some(index) => index,
-            None => {
-                self.topics.push(row.topic.to_string());
-                self.topics.len() - 1
-            }
-        };
+        let topic = topic_index(&mut self.topics, row.topic);
         self.row_sources.push(RowSource {
             topic,
             partition: row.partition as i32,
@@ -269,6 +260,18 @@ impl Batch {
         self.rows = RowBinaryWriter::from_vec(rows);
         if let Some(end) = self.row_ends.last_mut() {
             *end = self.rows.len();
+        }
+    }
+}
+
+/// The index of `topic` in a batch's topic names, added if new (a batch holds a handful,
+/// so a scan beats a map).
+pub fn topic_index(topics: &mut Vec<String>, topic: &str) -> usize {
+    match topics.iter().position(|t| t == topic) {
+        Some(index) => index,
+        None => {
+            topics.push(topic.to_string());
+            topics.len() - 1
         }
     }
 }

@@ -346,10 +346,7 @@ fn poll_loop(
                     message = "Dropping an unshipped batch of revoked partitions.",
                     rows = batch.len()
                 );
-                in_flight.recycle(std::mem::replace(
-                    &mut batch,
-                    Batch::with_capacity(batch_capacity),
-                ));
+                batch.clear();
             }
             for (topic, partition) in changes.revoked {
                 if let Some(partitions) = positions.get_mut(&topic) {
@@ -547,7 +544,7 @@ fn ledger_poll_loop(
                     message = "Dropping an unshipped ledger batch of revoked partitions.",
                     rows = batch.len()
                 );
-                in_flight.recycle(std::mem::take(&mut batch));
+                batch.clear();
             }
             for (topic, partition) in changes.revoked {
                 if let Some(partitions) = positions.get_mut(&topic) {

@@ -68,17 +68,7 @@ impl DecisionBatch {
             self.units.push(u);
             self.units.len() - 1
         });
-        let topic = match self
-            .topics
-            .iter()
-            .position(|t| t == row.record.source_topic)
-        {
-            Some(index) => index,
-            None => {
-                self.topics.push(row.record.source_topic.to_string());
-                self.topics.len() - 1
-            }
-        };
+        let topic = crate::ingest::batch::topic_index(&mut self.topics, row.record.source_topic);
         self.meta.push(RowMeta {
             ledger_partition: row.ledger_partition,
             ledger_offset: row.ledger_offset,
