@@ -287,6 +287,8 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
         store
             .execute(&format!("DROP DATABASE IF EXISTS {tag}"))
             .await?;
+        // The ledger state of the scratch database (gigabytes at 50 M units of history).
+        let _ = std::fs::remove_dir_all(state_dir.join(&tag));
     }
     Ok(BenchReport {
         events: settings.events,

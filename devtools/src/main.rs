@@ -115,7 +115,10 @@ pub struct BenchArgs {
 }
 
 fn main() {
-    subsidy_ingester::cli::start_process("info", execute(Cli::parse()));
+    subsidy_ingester::cli::start_process(
+        subsidy_ingester::cli::QUIET_STORE_INFO,
+        execute(Cli::parse()),
+    );
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {

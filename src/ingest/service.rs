@@ -127,7 +127,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let ledger_store = store.clone();
     let ledger_state = state.clone();
     let ledger_handle = handle.clone();
-    let ledger_batches = Arc::new(InFlight::new(settings.batches_in_flight_max.max(1)));
+    let ledger_batches = Arc::new(InFlight::new(settings.batches_in_flight_max));
     let drain_counter = ledger_batches.clone();
     let ledger_context = IngestContext::new(
         Box::new(move |_topic, partition| {
@@ -213,7 +213,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
 
     let lookup_store = store.clone();
     let lookup_handle = handle.clone();
-    let admit_batches = Arc::new(InFlight::new(settings.batches_in_flight_max.max(1)));
+    let admit_batches = Arc::new(InFlight::new(settings.batches_in_flight_max));
     let admit_drain = admit_batches.clone();
     let context = IngestContext::new(
         Box::new(move |topic, partition| {
@@ -254,14 +254,16 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let admit_flushed = admit_batches.clone();
     let flusher_task = tokio::spawn(async move {
         while let Some(mut batch) = batch_rx.recv().await {
-            let result = flusher.flush(&mut batch).await;
-            admit_flushed.flushed.fetch_add(1, Ordering::AcqRel);
-            if let Err(error) = result {
+            if let Err(error) = flusher.flush(&mut batch).await {
+                admit_flushed.batch_flushed();
                 // Stop the poll loop; what was not flushed is re-read on the next start.
                 flusher_shutdown.store(true, Ordering::Relaxed);
                 return Err(error);
             }
+            // Back in the pool before it counts as finished: a ship waiting for room then
+            // finds it, instead of allocating another batch.
             admit_flushed.recycle(batch);
+            admit_flushed.batch_flushed();
         }
         Ok(())
     });
@@ -438,6 +440,11 @@ fn ship(
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
+    }
+    if !in_flight.wait_for_room(|| batch_tx.is_closed()) {
+        return Err(RunError::FlusherGone(
+            "flusher stopped; see the error above".into(),
+        ));
     }
     let next = in_flight
         .reuse()
@@ -640,6 +647,11 @@ fn ledger_poll_loop(
 pub struct InFlight<B> {
     shipped: std::sync::atomic::AtomicU64,
     flushed: std::sync::atomic::AtomicU64,
+    /// Shipped batches not yet finished that a ship may find, at most (0: the next batch
+    /// waits until the one being flushed is done).
+    queued_max: u64,
+    /// Signalled when a batch finishes, for a ship waiting for room.
+    finished_signal: (Mutex<()>, std::sync::Condvar),
     finished: Pool<B>,
 }
 
@@ -652,6 +664,8 @@ impl<B: Recycle> InFlight<B> {
         InFlight {
             shipped: Default::default(),
             flushed: Default::default(),
+            queued_max: batches_in_flight_max as u64,
+            finished_signal: Default::default(),
             // Queued, one being flushed, one settling (the ledger's): all may come back.
             finished: Pool::new(batches_in_flight_max + 2),
         }
@@ -659,7 +673,40 @@ impl<B: Recycle> InFlight<B> {
 
     /// Counts one shipped batch as finished (durable, or failed for good).
     pub fn batch_flushed(&self) {
+        let _guard = self
+            .finished_signal
+            .0
+            .lock()
+            .expect("in-flight signal poisoned");
         self.flushed.fetch_add(1, Ordering::AcqRel);
+        self.finished_signal.1.notify_all();
+    }
+
+    /// Waits until at most `batches_in_flight_max` shipped batches are unfinished, so one
+    /// more may be shipped; false if `flusher_gone` says the flusher stopped meanwhile.
+    /// This, not the channel, bounds the batches alive: filling, queued, being flushed.
+    fn wait_for_room(&self, flusher_gone: impl Fn() -> bool) -> bool {
+        let mut guard = self
+            .finished_signal
+            .0
+            .lock()
+            .expect("in-flight signal poisoned");
+        loop {
+            let unfinished =
+                self.shipped.load(Ordering::Acquire) - self.flushed.load(Ordering::Acquire);
+            if unfinished <= self.queued_max {
+                return true;
+            }
+            if flusher_gone() {
+                return false;
+            }
+            guard = self
+                .finished_signal
+                .1
+                .wait_timeout(guard, Duration::from_millis(100))
+                .expect("in-flight signal poisoned")
+                .0;
+        }
     }
 
     /// Takes back a batch the flusher is done with, to be filled again.
@@ -694,6 +741,11 @@ fn ship_decisions(
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
+    }
+    if !in_flight.wait_for_room(|| batch_tx.is_closed()) {
+        return Err(RunError::FlusherGone(
+            "ledger flusher stopped; see the error above".into(),
+        ));
     }
     let next = in_flight.reuse().unwrap_or_default();
     let full = std::mem::replace(batch, next);

@@ -458,8 +458,10 @@ pub async fn flush_all(
         let (flusher, in_flight) = (flusher.clone(), in_flight.clone());
         settling = Some(tokio::task::spawn_blocking(move || {
             let result = flusher.settle(&batch, &written);
-            in_flight.batch_flushed();
+            // Back in the pool before it counts as finished: a ship waiting for room
+            // then finds it, instead of allocating another batch.
             in_flight.recycle(batch);
+            in_flight.batch_flushed();
             result
         }));
     }
