@@ -761,3 +761,43 @@ fn consumer_owns(consumer: &BaseConsumer<IngestContext>, partition: i32) -> bool
         .assignment()
         .is_ok_and(|a| a.elements().iter().any(|e| e.partition() == partition))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_none_queued_a_ship_waits_for_the_batch_being_written_and_reuses_it() {
+        // Proves: `batches_in_flight_max` 0 lets one batch be written while the next fills,
+        // no more; the finished batch is back in the pool when the waiting ship wakes.
+        let in_flight = Arc::new(InFlight::<Vec<u8>>::new(0));
+        assert!(in_flight.wait_for_room(|| false), "nothing shipped yet");
+        in_flight.shipped.fetch_add(1, Ordering::AcqRel);
+        let flusher = {
+            let in_flight = in_flight.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(150));
+                in_flight.recycle(Vec::with_capacity(4096));
+                in_flight.batch_flushed();
+            })
+        };
+        let started = Instant::now();
+        assert!(in_flight.wait_for_room(|| false));
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "it waited for the flush"
+        );
+        let reused = in_flight
+            .reuse()
+            .expect("the flushed batch came back first");
+        assert!(reused.capacity() >= 4096 && reused.is_empty());
+        flusher.join().unwrap();
+    }
+
+    #[test]
+    fn a_ship_waiting_for_room_gives_up_when_the_flusher_is_gone() {
+        let in_flight = InFlight::<Vec<u8>>::new(1);
+        in_flight.shipped.fetch_add(2, Ordering::AcqRel);
+        assert!(!in_flight.wait_for_room(|| true));
+    }
+}
