@@ -8,7 +8,7 @@
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use std::time::Duration;
@@ -309,4 +309,23 @@ pub fn cached_watermarks<C: ConsumerContext>(
     };
     let ok = error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
     (ok && high >= 0).then_some((low, high))
+}
+
+/// Commits `(topic, partition, next offset)` to the group, asynchronously, after a batch is
+/// durable. Advisory only — lag tools (kafka_exporter, Burrow) read it; a start seeks from
+/// what ClickHouse holds — so a failure is logged at debug and otherwise ignored.
+pub fn commit_advisory<'a, C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    next_offsets: impl IntoIterator<Item = (&'a str, i32, i64)>,
+) {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for (topic, partition, next) in next_offsets {
+        let _ = list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(next));
+    }
+    if list.count() == 0 {
+        return;
+    }
+    if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+        tracing::debug!(message = "Kafka commit failed (advisory).", %error);
+    }
 }

@@ -22,9 +22,8 @@ use crate::store::rowbinary::RowBinaryWriter;
 use crate::store::sink::{Backoff, RowBatch, RowPosition, Sink, Table};
 use crate::store::StoreError;
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,15 +211,11 @@ impl Flusher {
     }
 
     fn commit_advisory(&self, batch: &Batch) {
-        let mut list = TopicPartitionList::new();
-        for (topic, partitions) in batch.next_offsets() {
-            for (partition, next) in partitions {
-                let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*next));
-            }
-        }
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
-            // Advisory only: the next assignment seeks from ClickHouse anyway.
-            tracing::debug!(message = "Kafka commit failed (advisory).", %error);
-        }
+        let offsets = batch.next_offsets().iter().flat_map(|(topic, partitions)| {
+            partitions
+                .iter()
+                .map(move |(partition, next)| (topic.as_str(), *partition, *next))
+        });
+        crate::kafka::commit_advisory(&self.consumer, offsets);
     }
 }

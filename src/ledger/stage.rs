@@ -25,9 +25,8 @@ use crate::store::decisions::{
 use crate::store::sink::{Sink, Table, Written};
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -416,19 +415,17 @@ impl LedgerFlusher {
         crate::crash::reached("ledger_after_state");
         let (units, rejected) = batch.tally(&written.refused);
         self.stats.batch_durable(units, &rejected);
-        let mut list = TopicPartitionList::new();
         let topic = self
             .consumer
             .subscription()
             .ok()
             .and_then(|s| s.elements().first().map(|e| e.topic().to_string()));
         if let Some(topic) = topic {
-            for (partition, next) in batch.next_offsets() {
-                let _ = list.add_partition_offset(&topic, *partition, Offset::Offset(*next));
-            }
-            if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
-                tracing::debug!(message = "Kafka commit failed (advisory).", %error);
-            }
+            let offsets = batch
+                .next_offsets()
+                .iter()
+                .map(|(partition, next)| (topic.as_str(), *partition, *next));
+            crate::kafka::commit_advisory(&self.consumer, offsets);
         }
         Ok(())
     }
