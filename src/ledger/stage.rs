@@ -431,8 +431,9 @@ impl LedgerFlusher {
     }
 }
 
-/// The ledger flusher's loop, two batches deep: while the state commits batch N (disk
-/// work), batch N+1 goes to ClickHouse. The state still commits in batch order and only
+/// The ledger flusher's loop, two batches deep when `batches_in_flight_max` ≥ 1: while the
+/// state commits batch N (disk work), batch N+1 goes to ClickHouse (with the default 0,
+/// batch N+1 is shipped only once N is settled). The state still commits in batch order and only
 /// after ClickHouse holds a batch, so it is never ahead of ClickHouse. Each batch counts
 /// as flushed in `in_flight` once settled (or failed), for the revocation drain.
 pub async fn flush_all(
