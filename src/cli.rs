@@ -25,6 +25,8 @@ pub const DEFAULT_TOPICS: &str =
 pub struct Cli {
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub edition: EditionArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -78,6 +80,30 @@ impl ClickHouseArgs {
             user: self.clickhouse_user.clone(),
             password: self.clickhouse_password.clone(),
             request_timeout_ms: self.clickhouse_timeout_ms,
+        }
+    }
+}
+
+/// Which policy editions the rules and the views use.
+#[derive(Debug, Clone, Args)]
+pub struct EditionArgs {
+    /// An edition file (TOML), or a folder of them (`*.toml`, one edition each, date ranges
+    /// not overlapping); the built-in `hangzhou-2022` when unset. `migrate` fills the views
+    /// from the same editions `run` judges by: give both the same value.
+    #[arg(long, env = "SUBSIDY_EDITION", global = true)]
+    pub edition: Option<PathBuf>,
+}
+
+impl EditionArgs {
+    /// The editions, loaded and checked.
+    ///
+    /// # Errors
+    ///
+    /// A malformed file, with its path, line and key.
+    pub fn load(&self) -> Result<crate::edition::Editions, crate::edition::EditionError> {
+        match &self.edition {
+            Some(path) => crate::edition::Editions::load(path),
+            None => Ok(crate::edition::Editions::builtin()),
         }
     }
 }
@@ -313,7 +339,11 @@ pub struct ReplayArgs {
 
 impl ReplayArgs {
     /// The settings of `replay` these flags describe.
-    pub fn settings(&self, clickhouse: &ClickHouseArgs) -> crate::replay::ReplaySettings {
+    pub fn settings(
+        &self,
+        clickhouse: &ClickHouseArgs,
+        editions: crate::edition::Editions,
+    ) -> crate::replay::ReplaySettings {
         use crate::replay::{ReplayEnd, ReplayStart};
         let live = clickhouse.store_config();
         let start = match (self.from_offset, self.from_time) {
@@ -326,6 +356,7 @@ impl ReplayArgs {
             (None, None) => None,
         };
         crate::replay::ReplaySettings {
+            editions,
             kafka: self.brokers.kafka_config(),
             scratch_database: self
                 .scratch_database
@@ -416,7 +447,11 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The settings of `run` these flags describe.
-    pub fn settings(&self, clickhouse: &ClickHouseArgs) -> RunSettings {
+    pub fn settings(
+        &self,
+        clickhouse: &ClickHouseArgs,
+        editions: crate::edition::Editions,
+    ) -> RunSettings {
         RunSettings {
             kafka: self.kafka.kafka_config(),
             store: clickhouse.store_config(),
@@ -436,16 +471,18 @@ impl RunArgs {
             }),
             units_partitions: self.units_partitions,
             state_dir: self.state_dir.join(&clickhouse.clickhouse_database),
+            editions,
         }
     }
 }
 
 /// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let editions = cli.edition.load()?;
     match cli.command {
         Command::Migrate => {
             let store = Store::connect(&cli.clickhouse.store_config()).await?;
-            let report = migrate::migrate(&store).await?;
+            let report = migrate::migrate(&store, &editions).await?;
             println!(
                 "database {}: applied {} migration(s) {:?}, {} already applied",
                 store.database(),
@@ -468,11 +505,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 outlets,
                 zones,
             };
-            load_refdata(&cli.clickhouse, files).await
+            load_refdata(&cli.clickhouse, files, &editions).await
         }
-        Command::Run(args) => run(&cli.clickhouse, &args).await,
+        Command::Run(args) => run(&cli.clickhouse, &args, editions).await,
         Command::Replay(args) => {
-            let report = crate::replay::replay(&args.settings(&cli.clickhouse)).await?;
+            let report = crate::replay::replay(&args.settings(&cli.clickhouse, editions)).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -482,7 +519,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Conservation(args) => {
             let store = Store::connect(&cli.clickhouse.store_config()).await?;
-            migrate::ensure_migrated(&store).await?;
+            migrate::ensure_migrated(&store, &editions).await?;
             let options = crate::conservation::CheckOptions {
                 kafka: (!args.no_kafka).then(|| args.brokers.kafka_config()),
                 topics: args.source.topics.clone(),
@@ -513,7 +550,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             command: RepairCommand::Aggregates,
         } => {
             let store = Store::connect(&cli.clickhouse.store_config()).await?;
-            migrate::ensure_migrated(&store).await?;
+            migrate::ensure_migrated(&store, &editions).await?;
             let cells = crate::store::aggregates::repair(&store).await?;
             println!(
                 "database {}: {} aggregate cell(s) corrected (ledger − aggregates added):",
@@ -535,7 +572,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             command: ReportCommand::Monthly(args),
         } => {
             let store = Store::connect(&cli.clickhouse.store_config()).await?;
-            migrate::ensure_migrated(&store).await?;
+            migrate::ensure_migrated(&store, &editions).await?;
             let query = ReportQuery {
                 year: args.year,
                 month: args.month,
@@ -553,6 +590,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
 async fn load_refdata(
     clickhouse: &ClickHouseArgs,
     files: refdata_store::RefdataFiles,
+    editions: &crate::edition::Editions,
 ) -> anyhow::Result<()> {
     let valid = match refdata_store::validate_files(&files) {
         Ok(valid) => valid,
@@ -565,7 +603,7 @@ async fn load_refdata(
         Err(other) => return Err(other.into()),
     };
     let store = Store::connect(&clickhouse.store_config()).await?;
-    let (load_id, counts) = refdata_store::store_files(&store, &valid).await?;
+    let (load_id, counts) = refdata_store::store_files(&store, &valid, editions).await?;
     println!(
         "loaded reference data {load_id} into {}: {} firms, {} outlets, {} zones",
         store.database(),
@@ -576,9 +614,14 @@ async fn load_refdata(
     Ok(())
 }
 
-async fn run(clickhouse: &ClickHouseArgs, args: &RunArgs) -> anyhow::Result<()> {
+async fn run(
+    clickhouse: &ClickHouseArgs,
+    args: &RunArgs,
+    editions: crate::edition::Editions,
+) -> anyhow::Result<()> {
     let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
-    let summary = ingest::run_until_signal(args.settings(clickhouse), shutdown_timeout).await?;
+    let summary =
+        ingest::run_until_signal(args.settings(clickhouse, editions), shutdown_timeout).await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

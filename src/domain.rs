@@ -8,7 +8,10 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use std::borrow::Cow;
 use std::fmt;
 
-/// One of the three per-unit subsidy programs of Article (十三).
+/// A ledger program: the nine paying programs of Article (十三) (SPEC §2 and §8) and the two
+/// zero-pay records that change another program's pay (infections, outlet closings).
+/// The order of [`Program::ALL`] is also the program's byte in a unit record (`route`), so
+/// new programs are only ever appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Program {
     /// 1 yuan per takeout order delivered by a released courier inside an active zone.
@@ -17,14 +20,38 @@ pub enum Program {
     ImportParcel,
     /// 0.3 yuan per rural delivery, capped per outlet and year, for 3 years after enrollment.
     RuralDelivery,
+    /// A platform's monthly award for epidemic prevention, cancelled by an infection.
+    PlatformMonthAttested,
+    /// A courier's infection: pays nothing, cancels the platform's award for its month.
+    CourierInfection,
+    /// An intelligent locker bought: a share of its price, capped per locker.
+    LockerPurchased,
+    /// An identity-verification device bought: a fixed amount.
+    IdDevicePurchased,
+    /// A county-level joint distribution centre opened: a fixed amount.
+    CountyCenterOpened,
+    /// A village joint outlet opened: an opening award, then one per anniversary.
+    VillageOutletOpened,
+    /// A village outlet closed: pays nothing, stops its later anniversaries.
+    VillageOutletClosed,
+    /// A courier's day of lost work in a zone: the edition's allowance, if it sets one.
+    CourierIdleDay,
 }
 
 impl Program {
-    /// All programs, in the order reports list them.
-    pub const ALL: [Program; 3] = [
+    /// All programs, in the order reports list them (and their byte in a unit record).
+    pub const ALL: [Program; 11] = [
         Program::TakeoutOrder,
         Program::ImportParcel,
         Program::RuralDelivery,
+        Program::PlatformMonthAttested,
+        Program::CourierInfection,
+        Program::LockerPurchased,
+        Program::IdDevicePurchased,
+        Program::CountyCenterOpened,
+        Program::VillageOutletOpened,
+        Program::VillageOutletClosed,
+        Program::CourierIdleDay,
     ];
 
     /// The program's name as it appears in events (`type`) and in ClickHouse (`program`).
@@ -33,6 +60,14 @@ impl Program {
             Program::TakeoutOrder => "takeout_order",
             Program::ImportParcel => "import_parcel",
             Program::RuralDelivery => "rural_delivery",
+            Program::PlatformMonthAttested => "platform_month_attested",
+            Program::CourierInfection => "courier_infection",
+            Program::LockerPurchased => "locker_purchased",
+            Program::IdDevicePurchased => "id_device_purchased",
+            Program::CountyCenterOpened => "county_center_opened",
+            Program::VillageOutletOpened => "village_outlet_opened",
+            Program::VillageOutletClosed => "village_outlet_closed",
+            Program::CourierIdleDay => "courier_idle_day",
         }
     }
 
@@ -57,7 +92,7 @@ pub enum Reason {
     /// Not an object, `type` missing or not a string, or a field of the type missing,
     /// mistyped, a timestamp without offset, or a bad identifier.
     SchemaViolation,
-    /// A string `type` other than the three programs.
+    /// A string `type` other than those of SPEC §3 and §8.
     UnknownType,
     /// Local date of `occurred_at` outside 2022-07-01 … 2025-12-31.
     OutsidePolicyPeriod,
@@ -77,6 +112,10 @@ pub enum Reason {
     OutletFirmMismatch,
     /// Rural: the local date is outside `[enrolled_on, enrolled_on + 3 years)`.
     OutletNotEnrolled,
+    /// A platform month attested with any of its three measures false: pays nothing.
+    AttestationIncomplete,
+    /// The edition in force sets no amount for the program (or switches it off).
+    ProgramNotConfigured,
     /// A valid message whose unit key was already paid.
     Duplicate,
     /// Not a SPEC §5 check: ClickHouse refused the message's outcome row for a reason no
@@ -87,8 +126,8 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason code the service stores: the SPEC's, then `storage_refused`.
-    pub const ALL: [Reason; 14] = {
-        let mut all = [Reason::StorageRefused; 14];
+    pub const ALL: [Reason; 16] = {
+        let mut all = [Reason::StorageRefused; 16];
         let mut i = 0;
         while i < Reason::SPEC.len() {
             all[i] = Reason::SPEC[i];
@@ -98,7 +137,7 @@ impl Reason {
     };
 
     /// The reason codes of SPEC §5, in the order its checks run.
-    pub const SPEC: [Reason; 13] = [
+    pub const SPEC: [Reason; 15] = [
         Reason::MalformedJson,
         Reason::SchemaViolation,
         Reason::UnknownType,
@@ -111,6 +150,8 @@ impl Reason {
         Reason::UnknownOutlet,
         Reason::OutletFirmMismatch,
         Reason::OutletNotEnrolled,
+        Reason::AttestationIncomplete,
+        Reason::ProgramNotConfigured,
         Reason::Duplicate,
     ];
 
@@ -129,6 +170,8 @@ impl Reason {
             Reason::UnknownOutlet => "unknown_outlet",
             Reason::OutletFirmMismatch => "outlet_firm_mismatch",
             Reason::OutletNotEnrolled => "outlet_not_enrolled",
+            Reason::AttestationIncomplete => "attestation_incomplete",
+            Reason::ProgramNotConfigured => "program_not_configured",
             Reason::Duplicate => "duplicate",
             Reason::StorageRefused => "storage_refused",
         }
@@ -211,21 +254,99 @@ pub enum EventBody<'a> {
         outlet_id: Cow<'a, str>,
         waybill_no: Cow<'a, str>,
     },
+    /// `type = "platform_month_attested"`: booked on the last day of `month`.
+    PlatformMonth {
+        platform_id: Cow<'a, str>,
+        /// The first day of the attested month.
+        month: NaiveDate,
+        prevention_measures: bool,
+        couriers_managed: bool,
+        sites_disinfected: bool,
+    },
+    /// `type = "courier_infection"`.
+    Infection {
+        platform_id: Cow<'a, str>,
+        courier_id: Cow<'a, str>,
+    },
+    /// `type = "locker_purchased"`.
+    Locker {
+        purchaser_id: Cow<'a, str>,
+        locker_serial: Cow<'a, str>,
+        /// The price in fen (> 0).
+        price_fen: i64,
+        site_type: SiteType,
+    },
+    /// `type = "id_device_purchased"`.
+    IdDevice {
+        firm_id: Cow<'a, str>,
+        device_serial: Cow<'a, str>,
+    },
+    /// `type = "county_center_opened"`.
+    CountyCenter {
+        firm_id: Cow<'a, str>,
+        center_id: Cow<'a, str>,
+        district_code: Cow<'a, str>,
+    },
+    /// `type = "village_outlet_opened"`.
+    VillageOpened {
+        firm_id: Cow<'a, str>,
+        outlet_id: Cow<'a, str>,
+        village_code: Cow<'a, str>,
+        district_code: Cow<'a, str>,
+    },
+    /// `type = "village_outlet_closed"`.
+    VillageClosed {
+        firm_id: Cow<'a, str>,
+        outlet_id: Cow<'a, str>,
+    },
+    /// `type = "courier_idle_day"`: booked on `date`.
+    IdleDay {
+        platform_id: Cow<'a, str>,
+        courier_id: Cow<'a, str>,
+        zone_id: Cow<'a, str>,
+        date: NaiveDate,
+    },
+}
+
+/// `site_type` of a locker: every site type pays (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteType {
+    OfficeBuilding,
+    ResidentialCompound,
+    Other,
 }
 
 impl<'a> Event<'a> {
-    /// The program this event claims a subsidy under.
+    /// The program this event claims a subsidy under (or records for).
     pub fn program(&self) -> Program {
         match self.body {
             EventBody::Takeout { .. } => Program::TakeoutOrder,
             EventBody::Import { .. } => Program::ImportParcel,
             EventBody::Rural { .. } => Program::RuralDelivery,
+            EventBody::PlatformMonth { .. } => Program::PlatformMonthAttested,
+            EventBody::Infection { .. } => Program::CourierInfection,
+            EventBody::Locker { .. } => Program::LockerPurchased,
+            EventBody::IdDevice { .. } => Program::IdDevicePurchased,
+            EventBody::CountyCenter { .. } => Program::CountyCenterOpened,
+            EventBody::VillageOpened { .. } => Program::VillageOutletOpened,
+            EventBody::VillageClosed { .. } => Program::VillageOutletClosed,
+            EventBody::IdleDay { .. } => Program::CourierIdleDay,
         }
     }
 
-    /// The dedup key of the unit within its program (SPEC §2): `platform_id/order_id` for
-    /// takeout orders (identifiers never contain `/`, so the join is unambiguous),
-    /// `waybill_no` otherwise.
+    /// The local date the event is booked on: `occurred_at`'s Asia/Shanghai date, except
+    /// an attestation (the last day of its month) and an idle day (its `date`).
+    pub fn booking_date(&self) -> NaiveDate {
+        match &self.body {
+            EventBody::PlatformMonth { month, .. } => crate::policy::last_day_of_month(*month),
+            EventBody::IdleDay { date, .. } => *date,
+            _ => crate::policy::local_date(&self.occurred_at),
+        }
+    }
+
+    /// The dedup key of the unit within its program (SPEC §2, §8): the key's fields joined
+    /// with `/` (identifiers never contain `/`, so the join is unambiguous); dates and
+    /// months as `YYYY-MM-DD` / `YYYY-MM`.
     pub fn unit_key(&self) -> Cow<'a, str> {
         match &self.body {
             EventBody::Takeout {
@@ -236,6 +357,27 @@ impl<'a> Event<'a> {
             EventBody::Import { waybill_no, .. } | EventBody::Rural { waybill_no, .. } => {
                 waybill_no.clone()
             }
+            EventBody::PlatformMonth {
+                platform_id, month, ..
+            } => Cow::Owned(format!("{platform_id}/{}", month.format("%Y-%m"))),
+            EventBody::Infection {
+                platform_id,
+                courier_id,
+            } => Cow::Owned(format!(
+                "{platform_id}/{courier_id}/{}",
+                crate::policy::local_date(&self.occurred_at)
+            )),
+            EventBody::Locker { locker_serial, .. } => locker_serial.clone(),
+            EventBody::IdDevice { device_serial, .. } => device_serial.clone(),
+            EventBody::CountyCenter { center_id, .. } => center_id.clone(),
+            EventBody::VillageOpened { outlet_id, .. }
+            | EventBody::VillageClosed { outlet_id, .. } => outlet_id.clone(),
+            EventBody::IdleDay {
+                platform_id,
+                courier_id,
+                date,
+                ..
+            } => Cow::Owned(format!("{platform_id}/{courier_id}/{date}")),
         }
     }
 }

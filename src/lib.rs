@@ -6,7 +6,8 @@
 //! ## Layout — the flow of one message
 //!
 //! - [`domain`]: the vocabulary: events, units, programs, reason codes.
-//! - [`policy`]: the policy's numbers (period, rates, caps, funding split) as pure functions.
+//! - [`edition`]: the policy's numbers as data: editions (`editions/*.toml`), loaded at start.
+//! - [`policy`]: the policy's arithmetic: local dates, calendar months, fen, half-even shares.
 //! - [`decode`]: bytes → typed [`domain::Event`] or a schema rejection (SPEC §3, §5 steps 1–4).
 //! - [`refdata`]: firms, outlets and zones: CSV parsing with file/line/field errors.
 //! - [`rules`]: pure eligibility rules: event + reference data → unit or rejection (§5 steps 5–6).
@@ -35,6 +36,7 @@ pub mod crash;
 pub mod decode;
 pub mod dedup;
 pub mod domain;
+pub mod edition;
 pub mod ingest;
 pub mod kafka;
 pub mod ledger;

@@ -100,6 +100,8 @@ const RENDERED_CELLS_MAX: usize = 100;
 /// What to replay, from where, into which scratch database.
 #[derive(Debug, Clone)]
 pub struct ReplaySettings {
+    /// The policy editions the rules judge by.
+    pub editions: crate::edition::Editions,
     /// The brokers (the group id is not used: replay joins no group).
     pub kafka: KafkaConfig,
     /// The live database; only read.
@@ -340,7 +342,7 @@ pub async fn replay(settings: &ReplaySettings) -> Result<ReplayReport, ReplayErr
         ));
     }
     let live = Store::connect(&settings.live).await?;
-    migrate::ensure_migrated(&live).await?;
+    migrate::ensure_migrated(&live, &settings.editions).await?;
     settings.kafka.check_reachable(KAFKA_REQUEST_TIMEOUT)?;
     let consumer = replay_consumer(&settings.kafka)?;
     let ranges = resolve_ranges(&consumer, settings)?;
@@ -351,7 +353,7 @@ pub async fn replay(settings: &ReplaySettings) -> Result<ReplayReport, ReplayErr
         ..settings.live.clone()
     };
     let scratch = Store::connect(&scratch_config).await?;
-    recreate_scratch(&scratch, &live, &settings.topic).await?;
+    recreate_scratch(&scratch, &live, &settings.topic, &settings.editions).await?;
     let result = replay_into(settings, &live, &scratch, consumer, ranges).await;
     if !settings.keep_scratch {
         let drop = format!("DROP DATABASE IF EXISTS {}", scratch.database());
@@ -378,7 +380,11 @@ async fn replay_into(
         outlets = refdata.outlets.len(),
         zones = refdata.zones.len()
     );
-    let processor = Processor::new(refdata, crate::route::UNITS_PARTITIONS_DEFAULT);
+    let processor = Processor::new(
+        refdata,
+        settings.editions.clone(),
+        crate::route::UNITS_PARTITIONS_DEFAULT,
+    );
     let ledger = ReplayLedger::new(index);
     let handle = tokio::runtime::Handle::current();
     let loop_scratch = scratch.clone();
@@ -712,7 +718,12 @@ fn scan(
 }
 
 /// Drops (if it is ours or empty) and recreates the scratch database, migrated and marked.
-async fn recreate_scratch(scratch: &Store, live: &Store, topic: &str) -> Result<(), ReplayError> {
+async fn recreate_scratch(
+    scratch: &Store,
+    live: &Store,
+    topic: &str,
+    editions: &crate::edition::Editions,
+) -> Result<(), ReplayError> {
     let name = escape_literal(scratch.database());
     let exists: u64 = scratch
         .fetch_one(&format!(
@@ -732,7 +743,7 @@ async fn recreate_scratch(scratch: &Store, live: &Store, topic: &str) -> Result<
             .execute(&scratch.sql("DROP DATABASE IF EXISTS {db}"))
             .await?;
     }
-    migrate::migrate(scratch).await?;
+    migrate::migrate(scratch, editions).await?;
     scratch
         .execute(&scratch.sql(&format!(
             "CREATE TABLE IF NOT EXISTS {{db}}.{MARKER_TABLE} \

@@ -1,39 +1,62 @@
-//! Eligibility rules: a decoded [`Event`] plus the [`RefData`] → the [`Unit`] it earns, or
-//! the [`Rejection`] of SPEC §5 steps 5–6. Pure: no I/O, no clock, no state; dedup
-//! (step 7) and caps are applied later, over the whole ledger.
+//! Eligibility rules: a decoded [`Event`] plus the [`RefData`] and the [`Editions`] → the
+//! [`Unit`] it earns, or the [`Rejection`] of SPEC §5 steps 5–6 (and §8). Pure: no I/O, no
+//! clock, no state; dedup (step 7), caps, infections' cancellations and anniversaries are
+//! applied later, over the ledger's aggregates.
 //!
 //! ## Checks, in order (the first failing check wins)
 //!
-//! 5. `outside_policy_period`: the Asia/Shanghai local date `d` of `occurred_at` is not in
-//!    2022-07-01 … 2025-12-31 ([`policy::in_policy_period`]).
-//! 6. Program checks:
+//! 4. (the one step-4 check that needs the editions) `schema_violation`: a
+//!    `district_code` that is not one of the editions' districts.
+//! 5. `outside_policy_period`: no edition is in force on the booking date `d` (the local
+//!    date of `occurred_at`; an attestation's is the last day of its month, an idle day's
+//!    its `date`).
+//! 6. Program checks, each program's in this order:
 //!    - `takeout_order`: `unknown_zone`, `zone_inactive` (`active_from <= occurred_at <=
 //!      active_to`, comparing instants, both ends inclusive), `courier_not_released`,
 //!      `unknown_firm` (the `platform_id` must be a firm), `firm_ineligible` (the platform);
 //!    - `import_parcel`: `unknown_firm`, `firm_ineligible` (`firm_id`);
 //!    - `rural_delivery`: `unknown_outlet`, `outlet_firm_mismatch` (the event's `firm_id` is
 //!      not the outlet's firm), `unknown_firm`, `firm_ineligible`, `outlet_not_enrolled`
-//!      ([`outlet_enrolled_on`]).
+//!      ([`outlet_enrolled_on`]);
+//!    - `platform_month_attested`: `unknown_firm`, `firm_ineligible` (the platform, on `d`),
+//!      `attestation_incomplete`;
+//!    - `courier_infection`, `village_outlet_closed`: `unknown_firm` only;
+//!    - `locker_purchased` (the purchaser), `id_device_purchased`, `county_center_opened`,
+//!      `village_outlet_opened`: `unknown_firm`, `firm_ineligible`;
+//!    - `courier_idle_day`: `unknown_zone`, `zone_inactive` (the zone's interval does not
+//!      touch the day `d`), `unknown_firm`, `firm_ineligible` (the platform);
+//!
+//!    and last, for every paying program, `program_not_configured` when the edition in
+//!    force pays nothing for it (for an idle day: nothing for the zone's type).
 //!
 //! Firm eligibility is Article 18, see [`firm_eligible_on`]. All date windows are on the
-//! local date `d`; "one year" and "3 years" are [`policy::PENALTY_MONTHS`] and
-//! [`policy::RURAL_ENROLLMENT_MONTHS`] calendar months added with [`policy::add_months`]
-//! (a leap day plus a year is the 28th of February).
+//! local date `d`; "one year" and "3 years" are the edition's `penalty_months` and
+//! `enrollment_months`, calendar months added with [`policy::add_months`] (a leap day plus
+//! a year is the 28th of February).
 //!
 //! ## The unit
 //!
 //! | program | `recipient_id` | `district_code` | `amount_fen` |
 //! |---|---|---|---|
-//! | `takeout_order` | `courier_id` | the zone's | 100 |
-//! | `import_parcel` | `firm_id` | the firm's | 100 |
-//! | `rural_delivery` | `outlet_id` | the outlet's | 30 |
+//! | `takeout_order` | `courier_id` | the zone's | the rate |
+//! | `import_parcel` | `firm_id` | the firm's | the rate |
+//! | `rural_delivery` | `outlet_id` | the outlet's | the rate |
+//! | `platform_month_attested` | `platform_id` | the platform's | the award |
+//! | `courier_infection` | `platform_id` | the platform's | 0 |
+//! | `locker_purchased` | `purchaser_id` | the purchaser's | min(half-even(price × share), max) |
+//! | `id_device_purchased` | `firm_id` | the firm's | the amount |
+//! | `county_center_opened` | `firm_id` | the event's | the amount |
+//! | `village_outlet_opened` | `firm_id` | the event's | the opening award |
+//! | `village_outlet_closed` | `firm_id` | the firm's | 0 |
+//! | `courier_idle_day` | `courier_id` | the zone's | the allowance of the zone's type |
 //!
 //! `unit_key` is [`Event::unit_key`] and `local_date` is `d`.
 
-use crate::domain::{Event, EventBody, Reason, Rejection, Unit};
+use crate::domain::{Event, EventBody, Program, Reason, Rejection, Unit};
+use crate::edition::{Edition, Editions};
 use crate::policy;
-use crate::refdata::{Firm, Outlet, RefData};
-use chrono::NaiveDate;
+use crate::refdata::{Firm, Outlet, RefData, Zone};
+use chrono::{Duration, NaiveDate, TimeZone};
 
 /// Applies SPEC §5 steps 5–6 to a decoded event: the unit it earns (before dedup and caps),
 /// or the first failing check.
@@ -42,21 +65,66 @@ use chrono::NaiveDate;
 ///
 /// The [`Rejection`] of the first failing check, with a detail naming the reference record
 /// and the condition it fails.
-pub fn evaluate<'a>(event: &'a Event<'_>, refdata: &'a RefData) -> Result<Unit<'a>, Rejection> {
-    let local_date = policy::local_date(&event.occurred_at);
-    if !policy::in_policy_period(local_date) {
+pub fn evaluate<'a>(
+    event: &'a Event<'_>,
+    refdata: &'a RefData,
+    editions: &Editions,
+) -> Result<Unit<'a>, Rejection> {
+    let local_date = event.booking_date();
+    if let EventBody::CountyCenter { district_code, .. }
+    | EventBody::VillageOpened { district_code, .. } = &event.body
+    {
+        if !editions.knows_district(district_code) {
+            return Err(Rejection::new(
+                Reason::SchemaViolation,
+                format!("field \"district_code\": \"{district_code}\" is not one of Hangzhou's district codes"),
+            ));
+        }
+    }
+    let Some(edition) = editions.in_force(local_date) else {
         return Err(Rejection::new(
             Reason::OutsidePolicyPeriod,
-            format!(
-                "occurred_at {} is local date {local_date}, outside the policy period {}..{}",
-                event.occurred_at.to_rfc3339(),
-                policy::PERIOD_FIRST_DAY,
-                policy::PERIOD_LAST_DAY
-            ),
+            match &event.body {
+                EventBody::PlatformMonth { month, .. } => format!(
+                    "month {} is booked on {local_date}, outside the policy period {}",
+                    month.format("%Y-%m"),
+                    editions.period_description()
+                ),
+                EventBody::IdleDay { .. } => format!(
+                    "date {local_date} is outside the policy period {}",
+                    editions.period_description()
+                ),
+                _ => format!(
+                    "occurred_at {} is local date {local_date}, outside the policy period {}",
+                    event.occurred_at.to_rfc3339(),
+                    editions.period_description()
+                ),
+            },
         ));
-    }
+    };
+    let program = event.program();
+    let not_configured = || {
+        Rejection::new(
+            Reason::ProgramNotConfigured,
+            format!(
+                "edition `{}` ({}) pays nothing for {program} on {local_date}",
+                edition.name, edition.source
+            ),
+        )
+    };
+    let rate = |program: Program| {
+        edition
+            .per_unit(program)
+            .map(|terms| terms.rate_fen)
+            .ok_or_else(not_configured)
+    };
+    let firm_on = |role: &str, firm_id: &str| -> Result<&'a Firm, Rejection> {
+        let firm = known_firm(refdata, role, firm_id)?;
+        check_firm(firm, role, local_date, edition)?;
+        Ok(firm)
+    };
 
-    let (recipient_id, district_code): (&str, &str) = match &event.body {
+    let (recipient_id, district_code, amount_fen): (&str, &str, i64) = match &event.body {
         EventBody::Takeout {
             platform_id,
             courier_id,
@@ -64,12 +132,7 @@ pub fn evaluate<'a>(event: &'a Event<'_>, refdata: &'a RefData) -> Result<Unit<'
             courier_released,
             ..
         } => {
-            let zone = refdata.zones.get(zone_id.as_ref()).ok_or_else(|| {
-                Rejection::new(
-                    Reason::UnknownZone,
-                    format!("zone \"{zone_id}\" is not in the zones reference data"),
-                )
-            })?;
+            let zone = known_zone(refdata, zone_id)?;
             if !(zone.active_from <= event.occurred_at && event.occurred_at <= zone.active_to) {
                 return Err(Rejection::new(
                     Reason::ZoneInactive,
@@ -87,14 +150,12 @@ pub fn evaluate<'a>(event: &'a Event<'_>, refdata: &'a RefData) -> Result<Unit<'
                     format!("courier \"{courier_id}\" not released (courier_released is false)"),
                 ));
             }
-            let platform = known_firm(refdata, "platform", platform_id)?;
-            check_firm(platform, "platform", local_date)?;
-            (courier_id, &zone.district_code)
+            firm_on("platform", platform_id)?;
+            (courier_id, &zone.district_code, rate(program)?)
         }
         EventBody::Import { firm_id, .. } => {
-            let firm = known_firm(refdata, "firm", firm_id)?;
-            check_firm(firm, "firm", local_date)?;
-            (firm_id, &firm.district_code)
+            let firm = firm_on("firm", firm_id)?;
+            (firm_id, &firm.district_code, rate(program)?)
         }
         EventBody::Rural {
             firm_id, outlet_id, ..
@@ -114,11 +175,10 @@ pub fn evaluate<'a>(event: &'a Event<'_>, refdata: &'a RefData) -> Result<Unit<'
                     ),
                 ));
             }
-            let firm = known_firm(refdata, "firm", firm_id)?;
-            check_firm(firm, "firm", local_date)?;
-            if !outlet_enrolled_on(outlet, local_date) {
+            firm_on("firm", firm_id)?;
+            if !outlet_enrolled_on(outlet, local_date, edition) {
                 let enrolled_on = outlet.enrolled_on;
-                let end = policy::add_months(enrolled_on, policy::RURAL_ENROLLMENT_MONTHS);
+                let end = policy::add_months(enrolled_on, edition.rural_enrollment_months);
                 let last = end.pred_opt().unwrap_or(end);
                 return Err(Rejection::new(
                     Reason::OutletNotEnrolled,
@@ -127,18 +187,145 @@ pub fn evaluate<'a>(event: &'a Event<'_>, refdata: &'a RefData) -> Result<Unit<'
                     ),
                 ));
             }
-            (outlet_id, &outlet.district_code)
+            (outlet_id, &outlet.district_code, rate(program)?)
+        }
+        EventBody::PlatformMonth {
+            platform_id,
+            month,
+            prevention_measures,
+            couriers_managed,
+            sites_disinfected,
+        } => {
+            let platform = firm_on("platform", platform_id)?;
+            let missing: Vec<&str> = [
+                ("prevention_measures", prevention_measures),
+                ("couriers_managed", couriers_managed),
+                ("sites_disinfected", sites_disinfected),
+            ]
+            .into_iter()
+            .filter(|(_, attested)| !**attested)
+            .map(|(name, _)| name)
+            .collect();
+            if !missing.is_empty() {
+                return Err(Rejection::new(
+                    Reason::AttestationIncomplete,
+                    format!(
+                        "platform \"{platform_id}\" attests {} without {} (all three must be true)",
+                        month.format("%Y-%m"),
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            let award = edition
+                .platform_month_award_fen
+                .ok_or_else(not_configured)?;
+            (platform_id, &platform.district_code, award)
+        }
+        EventBody::Infection { platform_id, .. } => {
+            let platform = known_firm(refdata, "platform", platform_id)?;
+            (platform_id, &platform.district_code, 0)
+        }
+        EventBody::Locker {
+            purchaser_id,
+            price_fen,
+            ..
+        } => {
+            let purchaser = firm_on("purchaser", purchaser_id)?;
+            let terms = edition.locker.ok_or_else(not_configured)?;
+            let share = policy::percent_half_even_fen(*price_fen, terms.price_share_percent);
+            (
+                purchaser_id,
+                &purchaser.district_code,
+                share.min(terms.max_fen),
+            )
+        }
+        EventBody::IdDevice { firm_id, .. } => {
+            let firm = firm_on("firm", firm_id)?;
+            let amount = edition.id_device_fen.ok_or_else(not_configured)?;
+            (firm_id, &firm.district_code, amount)
+        }
+        EventBody::CountyCenter {
+            firm_id,
+            district_code,
+            ..
+        } => {
+            firm_on("firm", firm_id)?;
+            let amount = edition.county_center_fen.ok_or_else(not_configured)?;
+            (firm_id, district_code, amount)
+        }
+        EventBody::VillageOpened {
+            firm_id,
+            district_code,
+            ..
+        } => {
+            firm_on("firm", firm_id)?;
+            let terms = edition.village_outlet.ok_or_else(not_configured)?;
+            (firm_id, district_code, terms.opening_fen)
+        }
+        EventBody::VillageClosed { firm_id, .. } => {
+            let firm = known_firm(refdata, "firm", firm_id)?;
+            (firm_id, &firm.district_code, 0)
+        }
+        EventBody::IdleDay {
+            platform_id,
+            courier_id,
+            zone_id,
+            date,
+        } => {
+            let zone = known_zone(refdata, zone_id)?;
+            if !zone_touches_day(zone, *date) {
+                return Err(Rejection::new(
+                    Reason::ZoneInactive,
+                    format!(
+                        "zone \"{zone_id}\" active {}..{}, which does not touch {date}",
+                        zone.active_from.to_rfc3339(),
+                        zone.active_to.to_rfc3339(),
+                    ),
+                ));
+            }
+            firm_on("platform", platform_id)?;
+            let allowance = edition.idle_day_fen(zone.zone_type).ok_or_else(|| {
+                Rejection::new(
+                    Reason::ProgramNotConfigured,
+                    format!(
+                        "edition `{}` ({}) sets no lost-work allowance for a {} zone on {date}",
+                        edition.name,
+                        edition.source,
+                        zone.zone_type.as_str()
+                    ),
+                )
+            })?;
+            (courier_id, &zone.district_code, allowance)
         }
     };
-
-    let program = event.program();
+    assert!(amount_fen >= 0, "a unit never pays a negative amount");
     Ok(Unit {
         program,
         unit_key: event.unit_key(),
         recipient_id,
         district_code,
         local_date,
-        amount_fen: policy::rate_fen(program),
+        amount_fen,
+    })
+}
+
+/// Whether the zone's active interval overlaps local day `date` — [00:00, 24:00] with both
+/// ends inclusive, so an interval ending exactly at 00:00 touches that day (SPEC §8).
+pub fn zone_touches_day(zone: &Zone, date: NaiveDate) -> bool {
+    let start = policy::shanghai()
+        .from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .single()
+        .expect("a fixed offset has one local time");
+    let end = start + Duration::days(1);
+    zone.active_from <= end && zone.active_to >= start
+}
+
+fn known_zone<'r>(refdata: &'r RefData, zone_id: &str) -> Result<&'r Zone, Rejection> {
+    refdata.zones.get(zone_id).ok_or_else(|| {
+        Rejection::new(
+            Reason::UnknownZone,
+            format!("zone \"{zone_id}\" is not in the zones reference data"),
+        )
     })
 }
 
@@ -146,26 +333,30 @@ pub fn evaluate<'a>(event: &'a Event<'_>, refdata: &'a RefData) -> Result<Unit<'
 /// `date`: it is an independent legal entity, licensed and in the monitoring platform, and
 /// has no major penalty `p` with `p <= date < p + 1 year`.
 #[must_use]
-pub fn firm_eligible_on(firm: &Firm, date: NaiveDate) -> bool {
+pub fn firm_eligible_on(firm: &Firm, date: NaiveDate, edition: &Edition) -> bool {
     firm.legal_entity
         && firm.licensed
         && firm.in_monitoring
-        && penalty_in_force(firm, date).is_none()
+        && penalty_in_force(firm, date, edition).is_none()
 }
 
 /// Whether a rural `outlet` may be paid for a delivery on local date `date`:
 /// `enrolled_on <= date < enrolled_on + 3 years`.
 #[must_use]
-pub fn outlet_enrolled_on(outlet: &Outlet, date: NaiveDate) -> bool {
-    let end = policy::add_months(outlet.enrolled_on, policy::RURAL_ENROLLMENT_MONTHS);
+pub fn outlet_enrolled_on(outlet: &Outlet, date: NaiveDate, edition: &Edition) -> bool {
+    let end = policy::add_months(outlet.enrolled_on, edition.rural_enrollment_months);
     outlet.enrolled_on <= date && date < end
 }
 
 /// The firm's last major penalty `p` and the first day it is eligible again,
 /// `p + 1 year`, if `p <= date < p + 1 year`.
-fn penalty_in_force(firm: &Firm, date: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+fn penalty_in_force(
+    firm: &Firm,
+    date: NaiveDate,
+    edition: &Edition,
+) -> Option<(NaiveDate, NaiveDate)> {
     let penalty = firm.last_major_penalty_on?;
-    let until = policy::add_months(penalty, policy::PENALTY_MONTHS);
+    let until = policy::add_months(penalty, edition.penalty_months);
     (penalty <= date && date < until).then_some((penalty, until))
 }
 
@@ -182,8 +373,13 @@ fn known_firm<'r>(refdata: &'r RefData, role: &str, firm_id: &str) -> Result<&'r
 
 /// `firm_ineligible` if `firm` fails Article 18 on `date`, listing every condition it fails
 /// (joined with `; `). `role` names it in the detail, as in [`known_firm`].
-fn check_firm(firm: &Firm, role: &str, date: NaiveDate) -> Result<(), Rejection> {
-    if firm_eligible_on(firm, date) {
+fn check_firm(
+    firm: &Firm,
+    role: &str,
+    date: NaiveDate,
+    edition: &Edition,
+) -> Result<(), Rejection> {
+    if firm_eligible_on(firm, date, edition) {
         return Ok(());
     }
     let mut failures: Vec<String> = Vec::new();
@@ -196,7 +392,7 @@ fn check_firm(firm: &Firm, role: &str, date: NaiveDate) -> Result<(), Rejection>
     if !firm.in_monitoring {
         failures.push("not in the monitoring platform (in_monitoring is false)".to_owned());
     }
-    if let Some((penalty, until)) = penalty_in_force(firm, date) {
+    if let Some((penalty, until)) = penalty_in_force(firm, date, edition) {
         failures.push(format!(
             "major penalty on {penalty} (ineligible until {until})"
         ));
@@ -218,6 +414,10 @@ mod tests {
     use crate::domain::{Channel, Program};
     use crate::refdata::{Zone, ZoneType};
     use chrono::{DateTime, FixedOffset};
+
+    fn hz() -> Edition {
+        Editions::builtin().all()[0].clone()
+    }
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
@@ -345,11 +545,15 @@ mod tests {
 
     /// The reason an event is rejected with, or `None` if it earns a unit.
     fn outcome(event: &Event) -> Option<Reason> {
-        evaluate(event, &refdata()).err().map(|r| r.reason)
+        evaluate(event, &refdata(), &Editions::builtin())
+            .err()
+            .map(|r| r.reason)
     }
 
     fn detail(event: &Event) -> String {
-        evaluate(event, &refdata()).unwrap_err().detail
+        evaluate(event, &refdata(), &Editions::builtin())
+            .unwrap_err()
+            .detail
     }
 
     #[test]
@@ -391,7 +595,7 @@ mod tests {
             ),
         ];
         for (event, unit) in cases {
-            assert_eq!(evaluate(&event, &refdata), Ok(unit));
+            assert_eq!(evaluate(&event, &refdata, &Editions::builtin()), Ok(unit));
         }
     }
 
@@ -428,7 +632,7 @@ mod tests {
             );
         }
         let (event, refdata) = (import("2022-06-30T16:00:00Z", "F1"), refdata());
-        let unit = evaluate(&event, &refdata).unwrap();
+        let unit = evaluate(&event, &refdata, &Editions::builtin()).unwrap();
         assert_eq!(unit.local_date, d("2022-07-01"));
         assert_eq!(
             detail(&import("2025-12-31T16:00:00Z", "F1")),
@@ -497,7 +701,7 @@ mod tests {
             ),
         ];
         for (event, reason, expected) in cases {
-            let rejection = evaluate(&event, &refdata()).unwrap_err();
+            let rejection = evaluate(&event, &refdata(), &Editions::builtin()).unwrap_err();
             assert_eq!(rejection, Rejection::new(reason, expected));
         }
         // The platform's penalty year, on local dates.
@@ -516,14 +720,14 @@ mod tests {
     fn import_checks_and_their_details() {
         let at = "2024-03-01T09:00:00+08:00";
         assert_eq!(
-            evaluate(&import(at, "F404"), &refdata()),
+            evaluate(&import(at, "F404"), &refdata(), &Editions::builtin()),
             Err(Rejection::new(
                 Reason::UnknownFirm,
                 "firm \"F404\" is not in the firms reference data"
             ))
         );
         assert_eq!(
-            evaluate(&import(at, "FX"), &refdata()),
+            evaluate(&import(at, "FX"), &refdata(), &Editions::builtin()),
             Err(Rejection::new(
                 Reason::FirmIneligible,
                 "firm \"FX\" ineligible on 2024-03-01: not licensed (licensed is false)"
@@ -568,7 +772,7 @@ mod tests {
         ];
         for (event, reason, expected) in cases {
             assert_eq!(
-                evaluate(&event, &refdata()),
+                evaluate(&event, &refdata(), &Editions::builtin()),
                 Err(Rejection::new(reason, expected))
             );
         }
@@ -612,7 +816,7 @@ mod tests {
         }
 
         let window = |enrolled_on: &str, date: &str| {
-            outlet_enrolled_on(&outlet("O", "F", "330127", enrolled_on), d(date))
+            outlet_enrolled_on(&outlet("O", "F", "330127", enrolled_on), d(date), &hz())
         };
         let direct = [
             ("2022-07-15", "2022-07-14", false),
@@ -633,7 +837,7 @@ mod tests {
     fn article_18_conditions() {
         let date = d("2024-03-01");
         let eligible = firm("F", "330106", None);
-        assert!(firm_eligible_on(&eligible, date));
+        assert!(firm_eligible_on(&eligible, date, &hz()));
 
         let mut no_entity = eligible.clone();
         no_entity.legal_entity = false;
@@ -652,9 +856,9 @@ mod tests {
                 "not in the monitoring platform (in_monitoring is false)",
             ),
         ] {
-            assert!(!firm_eligible_on(firm, date), "{condition}");
+            assert!(!firm_eligible_on(firm, date, &hz()), "{condition}");
             assert_eq!(
-                check_firm(firm, "firm", date),
+                check_firm(firm, "firm", date, &hz()),
                 Err(Rejection::new(
                     Reason::FirmIneligible,
                     format!("firm \"F\" ineligible on 2024-03-01: {condition}")
@@ -668,8 +872,12 @@ mod tests {
             f.legal_entity = bits & 1 != 0;
             f.licensed = bits & 2 != 0;
             f.in_monitoring = bits & 4 != 0;
-            assert_eq!(firm_eligible_on(&f, date), bits == 7, "{f:?}");
-            assert_eq!(check_firm(&f, "firm", date).is_ok(), bits == 7, "{f:?}");
+            assert_eq!(firm_eligible_on(&f, date, &hz()), bits == 7, "{f:?}");
+            assert_eq!(
+                check_firm(&f, "firm", date, &hz()).is_ok(),
+                bits == 7,
+                "{f:?}"
+            );
         }
 
         // All failing conditions are listed.
@@ -678,7 +886,9 @@ mod tests {
         everything.in_monitoring = false;
         everything.last_major_penalty_on = Some(d("2023-06-01"));
         assert_eq!(
-            check_firm(&everything, "firm", date).unwrap_err().detail,
+            check_firm(&everything, "firm", date, &hz())
+                .unwrap_err()
+                .detail,
             "firm \"F\" ineligible on 2024-03-01: \
              not an independent legal entity (legal_entity is false); \
              not in the monitoring platform (in_monitoring is false); \
@@ -707,14 +917,14 @@ mod tests {
         for (penalty, date, expected) in cases {
             let f = firm("F", "330106", Some(penalty));
             assert_eq!(
-                firm_eligible_on(&f, d(date)),
+                firm_eligible_on(&f, d(date), &hz()),
                 expected,
                 "penalty {penalty}, date {date}"
             );
         }
         let f = firm("F", "330106", None);
-        assert!(firm_eligible_on(&f, d("2022-07-01")));
-        assert!(firm_eligible_on(&f, d("2025-12-31")));
+        assert!(firm_eligible_on(&f, d("2022-07-01"), &hz()));
+        assert!(firm_eligible_on(&f, d("2025-12-31"), &hz()));
     }
 
     #[test]
@@ -795,6 +1005,8 @@ mod tests {
             rural("2024-03-01T09:00:00+08:00", "F1", "O404"),
             rural("2024-03-01T09:00:00+08:00", "F2", "O1"),
             rural("2025-07-01T09:00:00+08:00", "F1", "O1"),
+            attested("P1", "2022-09", [true, false, true]),
+            idle("P1", "ZALL", "2023-05-04"),
         ];
         let mut reasons: Vec<Reason> = events.iter().filter_map(outcome).collect();
         reasons.sort();
@@ -817,10 +1029,290 @@ mod tests {
     fn evaluation_is_pure_and_ignores_event_id() {
         let refdata = refdata();
         let a = rural("2024-03-01T09:00:00+08:00", "F1", "O1");
-        let first = evaluate(&a, &refdata);
-        assert_eq!(evaluate(&a, &refdata), first);
+        let first = evaluate(&a, &refdata, &Editions::builtin());
+        assert_eq!(evaluate(&a, &refdata, &Editions::builtin()), first);
         let mut b = a.clone();
         b.event_id = "another".into();
-        assert_eq!(evaluate(&b, &refdata), first);
+        assert_eq!(evaluate(&b, &refdata, &Editions::builtin()), first);
+    }
+
+    fn event<'a>(at: &str, body: EventBody<'a>) -> Event<'a> {
+        Event {
+            event_id: "evt-v2".into(),
+            occurred_at: ts(at),
+            body,
+        }
+    }
+
+    fn attested<'a>(platform: &'a str, month: &str, measures: [bool; 3]) -> Event<'a> {
+        event(
+            "2022-10-03T10:00:00+08:00",
+            EventBody::PlatformMonth {
+                platform_id: platform.into(),
+                month: d(&format!("{month}-01")),
+                prevention_measures: measures[0],
+                couriers_managed: measures[1],
+                sites_disinfected: measures[2],
+            },
+        )
+    }
+
+    fn idle<'a>(platform: &'a str, zone: &'a str, date: &str) -> Event<'a> {
+        event(
+            "2023-06-01T10:00:00+08:00",
+            EventBody::IdleDay {
+                platform_id: platform.into(),
+                courier_id: "C7".into(),
+                zone_id: zone.into(),
+                date: d(date),
+            },
+        )
+    }
+
+    fn locker<'a>(purchaser: &'a str, price_fen: i64) -> Event<'a> {
+        event(
+            "2023-04-01T10:00:00+08:00",
+            EventBody::Locker {
+                purchaser_id: purchaser.into(),
+                locker_serial: "LK-1".into(),
+                price_fen,
+                site_type: crate::domain::SiteType::OfficeBuilding,
+            },
+        )
+    }
+
+    fn pays(event: &Event<'_>) -> (Program, String, String, String, i64) {
+        let refdata = refdata();
+        let unit = evaluate(event, &refdata, &Editions::builtin()).unwrap();
+        (
+            unit.program,
+            unit.unit_key.to_string(),
+            unit.recipient_id.to_string(),
+            format!("{}@{}", unit.district_code, unit.local_date),
+            unit.amount_fen,
+        )
+    }
+
+    #[test]
+    fn lockers_pay_thirty_percent_half_even_up_to_500_yuan() {
+        // SPEC §8's examples: 2,000.00 -> 500.00; 1,200.00 -> 360.00; 1,666.65 -> 500.00
+        // (499.995 rounds half-even up); 1,666.60 -> 499.98; 0.01 -> 0.00.
+        for (price_fen, pays_fen) in [
+            (200_000, 50_000),
+            (120_000, 36_000),
+            (166_665, 50_000),
+            (166_660, 49_998),
+            (1, 0),
+        ] {
+            let (program, key, recipient, place, amount) = pays(&locker("F1", price_fen));
+            assert_eq!(program, Program::LockerPurchased);
+            assert_eq!((key.as_str(), recipient.as_str()), ("LK-1", "F1"));
+            assert_eq!(place, "330110@2023-04-01");
+            assert_eq!(amount, pays_fen, "price {price_fen} fen");
+        }
+        assert_eq!(outcome(&locker("F404", 100)), Some(Reason::UnknownFirm));
+        assert_eq!(outcome(&locker("FX", 100)), Some(Reason::FirmIneligible));
+    }
+
+    #[test]
+    fn fixed_awards_take_the_edition_amounts_and_districts() {
+        let device = event(
+            "2024-01-05T10:00:00+08:00",
+            EventBody::IdDevice {
+                firm_id: "F2".into(),
+                device_serial: "DEV-9".into(),
+            },
+        );
+        assert_eq!(
+            pays(&device),
+            (
+                Program::IdDevicePurchased,
+                "DEV-9".into(),
+                "F2".into(),
+                "330105@2024-01-05".into(),
+                500_000
+            )
+        );
+        let center = |district: &'static str| {
+            event(
+                "2023-11-30T23:30:00+08:00",
+                EventBody::CountyCenter {
+                    firm_id: "F1".into(),
+                    center_id: "CC-1".into(),
+                    district_code: district.into(),
+                },
+            )
+        };
+        // The event's district, not the firm's (330110).
+        assert_eq!(
+            pays(&center("330127")),
+            (
+                Program::CountyCenterOpened,
+                "CC-1".into(),
+                "F1".into(),
+                "330127@2023-11-30".into(),
+                10_000_000
+            )
+        );
+        assert_eq!(outcome(&center("330199")), Some(Reason::SchemaViolation));
+        let opened = event(
+            "2023-03-10T09:00:00+08:00",
+            EventBody::VillageOpened {
+                firm_id: "F1".into(),
+                outlet_id: "VO-1".into(),
+                village_code: "330127100200".into(),
+                district_code: "330127".into(),
+            },
+        );
+        assert_eq!(
+            pays(&opened),
+            (
+                Program::VillageOutletOpened,
+                "VO-1".into(),
+                "F1".into(),
+                "330127@2023-03-10".into(),
+                5_000_000
+            )
+        );
+        // A village outlet opened before the policy period earns nothing.
+        let early = event(
+            "2022-06-30T09:00:00+08:00",
+            EventBody::VillageOpened {
+                firm_id: "F1".into(),
+                outlet_id: "VO-0".into(),
+                village_code: "V0".into(),
+                district_code: "330127".into(),
+            },
+        );
+        assert_eq!(outcome(&early), Some(Reason::OutsidePolicyPeriod));
+    }
+
+    #[test]
+    fn platform_months_are_booked_on_their_last_day() {
+        assert_eq!(
+            pays(&attested("P1", "2022-09", [true; 3])),
+            (
+                Program::PlatformMonthAttested,
+                "P1/2022-09".into(),
+                "P1".into(),
+                "330106@2022-09-30".into(),
+                10_000_000
+            )
+        );
+        // Judged on the month's last day: P2's penalty of 2023-06-01 covers 2023-06-30 …
+        assert_eq!(
+            outcome(&attested("P2", "2023-06", [true; 3])),
+            Some(Reason::FirmIneligible)
+        );
+        // … but not 2023-05-31, whatever the attestation's own timestamp.
+        assert_eq!(outcome(&attested("P2", "2023-05", [true; 3])), None);
+        // Eligibility comes before completeness; a month outside the period is rejected.
+        assert_eq!(
+            outcome(&attested("P2", "2023-06", [false; 3])),
+            Some(Reason::FirmIneligible)
+        );
+        assert_eq!(
+            outcome(&attested("P1", "2022-06", [true; 3])),
+            Some(Reason::OutsidePolicyPeriod)
+        );
+        assert!(detail(&attested("P1", "2022-09", [false, true, false]))
+            .contains("prevention_measures, sites_disinfected"));
+        // An infection pays nothing and needs only a known platform (P2 is penalised).
+        let infection = event(
+            "2022-09-20T08:00:00+08:00",
+            EventBody::Infection {
+                platform_id: "P2".into(),
+                courier_id: "C1".into(),
+            },
+        );
+        assert_eq!(
+            pays(&infection),
+            (
+                Program::CourierInfection,
+                "P2/C1/2022-09-20".into(),
+                "P2".into(),
+                "330108@2022-09-20".into(),
+                0
+            )
+        );
+    }
+
+    #[test]
+    fn idle_days_need_a_zone_touching_the_day_and_an_edition_amount() {
+        // hangzhou-2022 sets no allowance: the last check fails.
+        assert_eq!(
+            outcome(&idle("P1", "Z1", "2022-09-03")),
+            Some(Reason::ProgramNotConfigured)
+        );
+        assert_eq!(
+            outcome(&idle("P1", "Z9", "2022-09-03")),
+            Some(Reason::UnknownZone)
+        );
+        // Z1 is active 2022-09-01 00:00 … 2022-09-07 23:59:59 local.
+        // Z1 starts at 2022-08-31 24:00, so it touches 2022-08-31 but not 2022-08-30.
+        assert_eq!(
+            outcome(&idle("P1", "Z1", "2022-08-30")),
+            Some(Reason::ZoneInactive)
+        );
+        assert_eq!(
+            outcome(&idle("P1", "Z1", "2022-08-31")),
+            Some(Reason::ProgramNotConfigured)
+        );
+        assert_eq!(
+            outcome(&idle("P1", "Z1", "2022-09-08")),
+            Some(Reason::ZoneInactive)
+        );
+        assert_eq!(
+            outcome(&idle("P404", "Z1", "2022-09-07")),
+            Some(Reason::UnknownFirm)
+        );
+        assert_eq!(
+            outcome(&idle("P1", "ZALL", "2026-01-01")),
+            Some(Reason::OutsidePolicyPeriod)
+        );
+        // An interval ending exactly at 00:00 touches that day.
+        let mut z = zone(
+            "ZE",
+            "330109",
+            "2022-09-01T00:00:00+08:00",
+            "2022-09-05T00:00:00+08:00",
+        );
+        assert!(zone_touches_day(&z, d("2022-09-05")));
+        assert!(!zone_touches_day(&z, d("2022-09-06")));
+        z.active_from = ts("2022-09-06T00:00:00+08:00");
+        z.active_to = ts("2022-09-07T00:00:00+08:00");
+        assert!(
+            zone_touches_day(&z, d("2022-09-05")),
+            "starts at the day's 24:00"
+        );
+    }
+
+    #[test]
+    fn a_second_edition_changes_only_its_own_dates() {
+        // A second edition, 2026, with another rate and an idle allowance, added as data.
+        let text = crate::edition::DEFAULT_EDITION_TOML
+            .replace("name = \"hangzhou-2022\"", "name = \"hangzhou-2026\"")
+            .replace("first_day = 2022-07-01", "first_day = 2026-01-01")
+            .replace("last_day = 2025-12-31", "last_day = 2026-12-31")
+            .replacen("rate = \"1.00\"", "rate = \"1.50\"", 1)
+            .replace("#   sealed = \"100.00\"", "sealed = \"100.00\"");
+        let second = crate::edition::parse_edition(&text, "hangzhou-2026.toml").unwrap();
+        let editions = Editions::new(vec![hz(), second]).unwrap();
+        let refdata = refdata();
+        let paid = |event: &Event<'_>| evaluate(event, &refdata, &editions).map(|u| u.amount_fen);
+        assert_eq!(
+            paid(&takeout("2025-12-31T23:00:00+08:00", "P1", "ZALL", true)),
+            Ok(100)
+        );
+        assert_eq!(
+            paid(&takeout("2026-01-01T00:00:00+08:00", "P1", "ZALL", true)),
+            Ok(150)
+        );
+        assert_eq!(paid(&idle("P1", "ZALL", "2026-03-01")), Ok(10_000));
+        assert_eq!(
+            paid(&idle("P1", "ZALL", "2025-03-01")).unwrap_err().reason,
+            Reason::ProgramNotConfigured
+        );
+        assert_eq!(paid(&import("2026-06-01T09:00:00+08:00", "F1")), Ok(100));
     }
 }

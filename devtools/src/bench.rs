@@ -119,7 +119,7 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
     let mut store_config = settings.store.clone();
     store_config.database = tag.clone();
     let store = Store::connect(&store_config).await?;
-    migrate::migrate(&store).await?;
+    migrate::migrate(&store, &subsidy_ingester::edition::Editions::builtin()).await?;
     refdata_store::save_snapshots(
         &store,
         1,

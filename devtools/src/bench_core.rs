@@ -44,7 +44,11 @@ pub fn bench_core(events: usize, seed: u64, passes: usize) -> CoreReport {
     let refdata =
         RefData::from_records(feed.firms.clone(), feed.outlets.clone(), feed.zones.clone());
     let (decode_ns, decode_rules_ns) = stage_passes(&feed.messages, &refdata, passes);
-    let mut processor = Processor::new(refdata, subsidy_ingester::route::UNITS_PARTITIONS_DEFAULT);
+    let mut processor = Processor::new(
+        refdata,
+        subsidy_ingester::edition::Editions::builtin(),
+        subsidy_ingester::route::UNITS_PARTITIONS_DEFAULT,
+    );
     let mut admit_ns = 0u128;
     let mut ledger_ns = 0u128;
     let mut units = 0u64;
@@ -133,6 +137,7 @@ fn stage_passes(
     refdata: &RefData,
     passes: usize,
 ) -> (f64, f64) {
+    let editions = subsidy_ingester::edition::Editions::builtin();
     let mut decode_ns = 0u128;
     let mut rules_ns = 0u128;
     for pass in 0..=passes {
@@ -146,7 +151,7 @@ fn stage_passes(
         let mut admitted = 0usize;
         for message in messages {
             if let Ok(event) = decode(&message.payload) {
-                admitted += usize::from(evaluate(&event, refdata).is_ok());
+                admitted += usize::from(evaluate(&event, refdata, &editions).is_ok());
             }
         }
         let ruling = started.elapsed();

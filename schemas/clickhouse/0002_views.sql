@@ -4,7 +4,7 @@
 -- Money is summed as integer fen and cast to Decimal(18,2) only at the end
 -- (18.16's arrayCumSum refuses Decimal).
 -- `{policy.NAME}` placeholders are the policy's numbers, filled in by `migrate` from
--- src/policy.rs (their one home); `{db}` is the database.
+-- the editions (editions/*.toml, their one home; src/edition.rs); `{db}` is the database.
 
 CREATE VIEW IF NOT EXISTS {db}.firms AS
 SELECT * FROM {db}.firms_history
@@ -68,7 +68,18 @@ FROM
             toYear(month) AS year,
             toUInt64(sum(cell_units)) AS units,
             sum(cell_nominal_fen) AS nominal_fen
-        FROM (SELECT program, recipient_id, district_code, month, units AS cell_units, nominal_fen AS cell_nominal_fen FROM {db}.monthly_nominal)
+        FROM
+        (
+            -- Zero-pay records (infections, closings) have no cells of their own; a
+            -- platform month with an infection record of its platform in that month is
+            -- paid 0 (a unit still), whichever arrived first.
+            SELECT program, recipient_id, district_code, month, units AS cell_units,
+                if(program = 'platform_month_attested' AND (recipient_id, month) IN
+                    (SELECT recipient_id, month FROM {db}.monthly_nominal WHERE program = 'courier_infection' GROUP BY recipient_id, month HAVING sum(units) > 0),
+                    0, nominal_fen) AS cell_nominal_fen
+            FROM {db}.monthly_nominal
+            WHERE program NOT IN ('courier_infection', 'village_outlet_closed')
+        )
         GROUP BY program, recipient_id, district_code, month
         HAVING sum(cell_units) != 0 OR sum(cell_nominal_fen) != 0
     )
@@ -105,7 +116,7 @@ FROM
         district_code,
         program,
         granted_fen,
-        if(district_code IN ({policy.districts_paying_high_share}), {policy.district_share_percent_high}, {policy.district_share_percent_low}) AS share_percent,
+        {policy.district_share_percent} AS share_percent,
         intDiv(granted_fen * share_percent, 100) AS share_floor_fen,
         (granted_fen * share_percent) % 100 AS share_rest
     FROM

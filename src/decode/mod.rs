@@ -54,7 +54,7 @@
 //! rejected as `malformed_json` are a top-level number outside the `f64` range and a lone
 //! surrogate escape (`"\ud800"`) in a known field; both are beyond any producer's needs.
 
-use crate::domain::{Channel, Event, EventBody, Program, Reason, Rejection};
+use crate::domain::{Channel, Event, EventBody, Program, Reason, Rejection, SiteType};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 use serde::de::{
     self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
@@ -67,6 +67,9 @@ mod scan;
 
 /// Longest identifier, in characters (all identifier characters are ASCII).
 const IDENTIFIER_MAX_LEN: usize = 64;
+
+/// The event types, as the `unknown_type` detail lists them.
+const KNOWN_TYPES: &str = "takeout_order, import_parcel, rural_delivery, platform_month_attested, courier_infection, locker_purchased, id_device_purchased, county_center_opened, village_outlet_opened, village_outlet_closed, courier_idle_day";
 
 /// Longest prefix of a producer's value echoed back in a rejection detail, in characters.
 const ECHO_MAX_CHARS: usize = 80;
@@ -98,8 +101,9 @@ pub fn decode(payload: &[u8]) -> Result<Event<'_>, Rejection> {
         Rejection::new(
             Reason::UnknownType,
             format!(
-                "unknown type {} (expected takeout_order, import_parcel or rural_delivery)",
-                echo(type_name)
+                "unknown type {} (expected one of {})",
+                echo(type_name),
+                KNOWN_TYPES
             ),
         )
     })?;
@@ -123,6 +127,51 @@ pub fn decode(payload: &[u8]) -> Result<Event<'_>, Rejection> {
             firm_id: identifier(fields.firm_id.take(), "firm_id")?,
             outlet_id: identifier(fields.outlet_id.take(), "outlet_id")?,
             waybill_no: identifier(fields.waybill_no.take(), "waybill_no")?,
+        },
+        Program::PlatformMonthAttested => EventBody::PlatformMonth {
+            platform_id: identifier(fields.platform_id.take(), "platform_id")?,
+            month: month(fields.month.as_ref(), "month")?,
+            prevention_measures: boolean(
+                fields.prevention_measures.as_ref(),
+                "prevention_measures",
+            )?,
+            couriers_managed: boolean(fields.couriers_managed.as_ref(), "couriers_managed")?,
+            sites_disinfected: boolean(fields.sites_disinfected.as_ref(), "sites_disinfected")?,
+        },
+        Program::CourierInfection => EventBody::Infection {
+            platform_id: identifier(fields.platform_id.take(), "platform_id")?,
+            courier_id: identifier(fields.courier_id.take(), "courier_id")?,
+        },
+        Program::LockerPurchased => EventBody::Locker {
+            purchaser_id: identifier(fields.purchaser_id.take(), "purchaser_id")?,
+            locker_serial: identifier(fields.locker_serial.take(), "locker_serial")?,
+            price_fen: price(fields.price.as_ref(), "price")?,
+            site_type: site_type(fields.site_type.as_ref(), "site_type")?,
+        },
+        Program::IdDevicePurchased => EventBody::IdDevice {
+            firm_id: identifier(fields.firm_id.take(), "firm_id")?,
+            device_serial: identifier(fields.device_serial.take(), "device_serial")?,
+        },
+        Program::CountyCenterOpened => EventBody::CountyCenter {
+            firm_id: identifier(fields.firm_id.take(), "firm_id")?,
+            center_id: identifier(fields.center_id.take(), "center_id")?,
+            district_code: identifier(fields.district_code.take(), "district_code")?,
+        },
+        Program::VillageOutletOpened => EventBody::VillageOpened {
+            firm_id: identifier(fields.firm_id.take(), "firm_id")?,
+            outlet_id: identifier(fields.outlet_id.take(), "outlet_id")?,
+            village_code: identifier(fields.village_code.take(), "village_code")?,
+            district_code: identifier(fields.district_code.take(), "district_code")?,
+        },
+        Program::VillageOutletClosed => EventBody::VillageClosed {
+            firm_id: identifier(fields.firm_id.take(), "firm_id")?,
+            outlet_id: identifier(fields.outlet_id.take(), "outlet_id")?,
+        },
+        Program::CourierIdleDay => EventBody::IdleDay {
+            platform_id: identifier(fields.platform_id.take(), "platform_id")?,
+            courier_id: identifier(fields.courier_id.take(), "courier_id")?,
+            zone_id: identifier(fields.zone_id.take(), "zone_id")?,
+            date: date(fields.date.as_ref(), "date")?,
         },
     };
     Ok(Event {
@@ -276,6 +325,65 @@ fn boolean(slot: Option<&Scalar<'_>>, name: &str) -> Result<bool, Rejection> {
         Some(other) => Err(field_error(
             name,
             format_args!("expected a JSON boolean, got {}", other.kind()),
+        )),
+    }
+}
+
+/// `"YYYY-MM"` → the month's first day.
+fn month(slot: Option<&Scalar<'_>>, name: &str) -> Result<NaiveDate, Rejection> {
+    let value = string(slot, name)?;
+    let parsed = (value.len() == 7 && value.as_bytes()[4] == b'-')
+        .then(|| NaiveDate::parse_from_str(&format!("{value}-01"), "%Y-%m-%d").ok())
+        .flatten();
+    parsed.ok_or_else(|| field_error(name, format_args!("{} is not a month YYYY-MM", echo(value))))
+}
+
+/// `"YYYY-MM-DD"`, a calendar date.
+fn date(slot: Option<&Scalar<'_>>, name: &str) -> Result<NaiveDate, Rejection> {
+    let value = string(slot, name)?;
+    let parsed = (value.len() == 10)
+        .then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
+        .flatten();
+    parsed.ok_or_else(|| {
+        field_error(
+            name,
+            format_args!("{} is not a date YYYY-MM-DD", echo(value)),
+        )
+    })
+}
+
+/// A price: a JSON string of yuan, plain digits with at most two decimals, above zero.
+fn price(slot: Option<&Scalar<'_>>, name: &str) -> Result<i64, Rejection> {
+    let value = string(slot, name)?;
+    match crate::edition::parse_yuan_fen(value) {
+        Some(fen) if fen > 0 => Ok(fen),
+        Some(_) => Err(field_error(name, format_args!("{} is not above zero", echo(value)))),
+        None => Err(field_error(
+            name,
+            format_args!(
+                "{} is not a price (yuan as plain digits with at most two decimals, e.g. \"1200.00\")",
+                echo(value)
+            ),
+        )),
+    }
+}
+
+fn site_type(slot: Option<&Scalar<'_>>, name: &str) -> Result<SiteType, Rejection> {
+    const EXPECTED: &str = "\"office_building\", \"residential_compound\" or \"other\"";
+    match slot {
+        None => Err(field_error(name, "missing")),
+        Some(Scalar::Str(value)) => match value.as_ref() {
+            "office_building" => Ok(SiteType::OfficeBuilding),
+            "residential_compound" => Ok(SiteType::ResidentialCompound),
+            "other" => Ok(SiteType::Other),
+            other => Err(field_error(
+                name,
+                format_args!("expected {EXPECTED}, got {}", echo(other)),
+            )),
+        },
+        Some(other) => Err(field_error(
+            name,
+            format_args!("expected {EXPECTED}, got {}", other.kind()),
         )),
     }
 }
@@ -500,6 +608,19 @@ struct Fields<'a> {
     outlet_id: Option<Scalar<'a>>,
     waybill_no: Option<Scalar<'a>>,
     channel: Option<Scalar<'a>>,
+    month: Option<Scalar<'a>>,
+    prevention_measures: Option<Scalar<'a>>,
+    couriers_managed: Option<Scalar<'a>>,
+    sites_disinfected: Option<Scalar<'a>>,
+    purchaser_id: Option<Scalar<'a>>,
+    locker_serial: Option<Scalar<'a>>,
+    price: Option<Scalar<'a>>,
+    site_type: Option<Scalar<'a>>,
+    device_serial: Option<Scalar<'a>>,
+    center_id: Option<Scalar<'a>>,
+    district_code: Option<Scalar<'a>>,
+    village_code: Option<Scalar<'a>>,
+    date: Option<Scalar<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -518,6 +639,19 @@ impl<'a> Fields<'a> {
             ("outlet_id", &self.outlet_id),
             ("waybill_no", &self.waybill_no),
             ("channel", &self.channel),
+            ("month", &self.month),
+            ("prevention_measures", &self.prevention_measures),
+            ("couriers_managed", &self.couriers_managed),
+            ("sites_disinfected", &self.sites_disinfected),
+            ("purchaser_id", &self.purchaser_id),
+            ("locker_serial", &self.locker_serial),
+            ("price", &self.price),
+            ("site_type", &self.site_type),
+            ("device_serial", &self.device_serial),
+            ("center_id", &self.center_id),
+            ("district_code", &self.district_code),
+            ("village_code", &self.village_code),
+            ("date", &self.date),
         ];
         named
             .into_iter()
@@ -542,6 +676,19 @@ impl<'a> Fields<'a> {
             Key::OutletId => &mut self.outlet_id,
             Key::WaybillNo => &mut self.waybill_no,
             Key::Channel => &mut self.channel,
+            Key::Month => &mut self.month,
+            Key::PreventionMeasures => &mut self.prevention_measures,
+            Key::CouriersManaged => &mut self.couriers_managed,
+            Key::SitesDisinfected => &mut self.sites_disinfected,
+            Key::PurchaserId => &mut self.purchaser_id,
+            Key::LockerSerial => &mut self.locker_serial,
+            Key::Price => &mut self.price,
+            Key::SiteType => &mut self.site_type,
+            Key::DeviceSerial => &mut self.device_serial,
+            Key::CenterId => &mut self.center_id,
+            Key::DistrictCode => &mut self.district_code,
+            Key::VillageCode => &mut self.village_code,
+            Key::Date => &mut self.date,
             Key::Unknown => return None,
         })
     }
@@ -562,6 +709,19 @@ enum Key {
     OutletId,
     WaybillNo,
     Channel,
+    Month,
+    PreventionMeasures,
+    CouriersManaged,
+    SitesDisinfected,
+    PurchaserId,
+    LockerSerial,
+    Price,
+    SiteType,
+    DeviceSerial,
+    CenterId,
+    DistrictCode,
+    VillageCode,
+    Date,
     Unknown,
 }
 
@@ -581,6 +741,19 @@ impl Key {
             "outlet_id" => Key::OutletId,
             "waybill_no" => Key::WaybillNo,
             "channel" => Key::Channel,
+            "month" => Key::Month,
+            "prevention_measures" => Key::PreventionMeasures,
+            "couriers_managed" => Key::CouriersManaged,
+            "sites_disinfected" => Key::SitesDisinfected,
+            "purchaser_id" => Key::PurchaserId,
+            "locker_serial" => Key::LockerSerial,
+            "price" => Key::Price,
+            "site_type" => Key::SiteType,
+            "device_serial" => Key::DeviceSerial,
+            "center_id" => Key::CenterId,
+            "district_code" => Key::DistrictCode,
+            "village_code" => Key::VillageCode,
+            "date" => Key::Date,
             _ => Key::Unknown,
         }
     }
@@ -1430,7 +1603,7 @@ mod tests {
         let long = "x".repeat(500);
         let pairs = with(takeout(), "type", Some(&format!("{long:?}")));
         let detail = decode_str(&object(&pairs)).unwrap_err().detail;
-        assert!(detail.len() < 160, "{detail}");
+        assert!(detail.len() < 160 + KNOWN_TYPES.len(), "{detail}");
         assert!(
             detail.contains(&format!("\"{}\"…", "x".repeat(80))),
             "{detail}"

@@ -7,7 +7,7 @@
 use super::batch::{Batch, DeadLetter};
 use crate::decode::decode;
 use crate::domain::{Reason, Rejection};
-use crate::policy::local_date;
+use crate::edition::Editions;
 use crate::refdata::RefData;
 use crate::route::{key_hash, owner_partition, UnitRecord, FLAG_POISON};
 use crate::rules::evaluate;
@@ -24,18 +24,21 @@ pub struct Consumed<'a> {
     pub received_at_unix_s: u32,
 }
 
-/// The rules' state: reference data, and the partition count of the units topic.
+/// The rules' state: reference data, the editions, and the partition count of the units
+/// topic.
 pub struct Processor {
     refdata: RefData,
+    editions: Editions,
     units_partitions: u32,
 }
 
 impl Processor {
     /// A processor over the given reference data, routing to `units_partitions` owners.
-    pub fn new(refdata: RefData, units_partitions: u32) -> Processor {
+    pub fn new(refdata: RefData, editions: Editions, units_partitions: u32) -> Processor {
         assert!(units_partitions > 0, "the units topic has partitions");
         Processor {
             refdata,
+            editions,
             units_partitions,
         }
     }
@@ -62,12 +65,12 @@ impl Processor {
             Err(rejection) => return reject(batch, row, &message, &rejection),
         };
         let unit_key;
-        let date = local_date(&event.occurred_at);
+        let date = event.booking_date();
         row.event_id = &event.event_id;
         row.program = event.program().as_str();
         row.occurred_at_unix_s = datetime_seconds(&event.occurred_at);
         row.local_date_days = date_days(date);
-        let unit = match evaluate(&event, &self.refdata) {
+        let unit = match evaluate(&event, &self.refdata, &self.editions) {
             Ok(unit) => unit,
             Err(rejection) => {
                 unit_key = event.unit_key();

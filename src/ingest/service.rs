@@ -41,6 +41,8 @@ const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Settings of `run`.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
+    /// The policy editions the rules judge by.
+    pub editions: crate::edition::Editions,
     pub kafka: KafkaConfig,
     pub store: StoreConfig,
     /// Topics to consume; any topic may carry any event type.
@@ -94,7 +96,7 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let process_started = Instant::now();
     crate::crash::arm_from_env()?;
     let store = Store::connect(&settings.store).await?;
-    migrate::ensure_migrated(&store).await?;
+    migrate::ensure_migrated(&store, &settings.editions).await?;
     let refdata = refdata_store::load_current(&store).await?;
     if refdata.firms.is_empty() && refdata.outlets.is_empty() && refdata.zones.is_empty() {
         return Err(RunError::NoRefData(store.database().to_string()));
@@ -119,7 +121,11 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     tracing::info!(message = "Ledger state opened.", dir = %settings.state_dir.display(), elapsed_ms = opened.elapsed().as_millis() as u64);
     crate::crash::reached("after_index_rebuild");
     tracing::info!(message = "Starting.", firms = refdata.firms.len(), outlets = refdata.outlets.len(), zones = refdata.zones.len(), topics = ?settings.topics, units_topic = %settings.units_topic);
-    let processor = Processor::new(refdata, settings.units_partitions);
+    let processor = Processor::new(
+        refdata,
+        settings.editions.clone(),
+        settings.units_partitions,
+    );
     let stats = Arc::new(Stats::default());
     let handle = tokio::runtime::Handle::current();
 

@@ -16,6 +16,7 @@
 //! A second `migrate` with the same build changes nothing.
 
 use super::client::{Store, StoreError};
+use crate::edition::Editions;
 
 /// How a migration is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,9 +107,10 @@ pub fn view_name(statement: &str) -> Option<&str> {
 
 impl Migration {
     /// The SQL to apply: the file with the policy's numbers in place of its
-    /// `{policy.NAME}` placeholders ([`crate::policy::sql_placeholders`]); `{db}` stays.
-    pub fn sql(&self) -> String {
-        crate::policy::sql_placeholders()
+    /// `{policy.NAME}` placeholders ([`Editions::sql_placeholders`]); `{db}` stays.
+    pub fn sql(&self, editions: &Editions) -> String {
+        editions
+            .sql_placeholders()
             .iter()
             .fold(self.template.to_string(), |sql, (name, value)| {
                 sql.replace(name, value)
@@ -123,7 +125,7 @@ pub fn checksum(sql: &str) -> String {
 
 /// Applies every migration not yet recorded, and every repeatable one whose text changed.
 /// Safe to run any number of times.
-pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
+pub async fn migrate(store: &Store, editions: &Editions) -> Result<MigrationReport, StoreError> {
     store
         .execute(&store.sql("CREATE DATABASE IF NOT EXISTS {db}"))
         .await?;
@@ -141,7 +143,7 @@ pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
     };
     for migration in MIGRATIONS {
         let recorded = applied.iter().find(|r| r.version == migration.version);
-        let current = checksum(&migration.sql());
+        let current = checksum(&migration.sql(editions));
         match (recorded, migration.kind) {
             (Some(row), _) if row.checksum == current => {
                 report.already_applied.push(migration.name.to_string());
@@ -155,8 +157,8 @@ pub async fn migrate(store: &Store) -> Result<MigrationReport, StoreError> {
                 report.already_applied.push(migration.name.to_string());
                 continue;
             }
-            (None, Kind::Versioned) => apply_versioned(store, &migration).await?,
-            (_, Kind::Repeatable) => apply_repeatable(store, &migration).await?,
+            (None, Kind::Versioned) => apply_versioned(store, &migration, editions).await?,
+            (_, Kind::Repeatable) => apply_repeatable(store, &migration, editions).await?,
         }
         // Recorded after every earlier record, even if the clock went back, so the last
         // application is the one `argMax(checksum, applied_at)` finds.
@@ -183,16 +185,24 @@ async fn applied_migrations(store: &Store) -> Result<Vec<AppliedRow>, StoreError
         .await
 }
 
-async fn apply_versioned(store: &Store, migration: &Migration) -> Result<(), StoreError> {
-    for statement in statements(&migration.sql()) {
+async fn apply_versioned(
+    store: &Store,
+    migration: &Migration,
+    editions: &Editions,
+) -> Result<(), StoreError> {
+    for statement in statements(&migration.sql(editions)) {
         store.execute(&store.sql(&statement)).await?;
     }
     Ok(())
 }
 
 /// Drops every view of the file, dependants first, then creates them in file order.
-async fn apply_repeatable(store: &Store, migration: &Migration) -> Result<(), StoreError> {
-    let statements = statements(&migration.sql());
+async fn apply_repeatable(
+    store: &Store,
+    migration: &Migration,
+    editions: &Editions,
+) -> Result<(), StoreError> {
+    let statements = statements(&migration.sql(editions));
     for statement in statements.iter().rev() {
         if let Some(name) = view_name(statement) {
             store
@@ -208,7 +218,7 @@ async fn apply_repeatable(store: &Store, migration: &Migration) -> Result<(), St
 
 /// Fails with [`StoreError::NotMigrated`] unless every table migration of this build is
 /// applied. Views from another build only draw a warning: `run` does not read them.
-pub async fn ensure_migrated(store: &Store) -> Result<(), StoreError> {
+pub async fn ensure_migrated(store: &Store, editions: &Editions) -> Result<(), StoreError> {
     let applied = applied_migrations(store).await?;
     for migration in MIGRATIONS {
         let recorded = applied.iter().find(|r| r.version == migration.version);
@@ -219,7 +229,7 @@ pub async fn ensure_migrated(store: &Store) -> Result<(), StoreError> {
                     detail: format!("{} is not applied", migration.name),
                 })
             }
-            (Some(row), Kind::Repeatable) if row.checksum != checksum(&migration.sql()) => {
+            (Some(row), Kind::Repeatable) if row.checksum != checksum(&migration.sql(editions)) => {
                 tracing::warn!(
                     message = "The database's views are from another build; run `subsidy-ingester migrate` to update them.",
                     migration = migration.name
@@ -247,7 +257,7 @@ mod tests {
     #[test]
     fn every_migration_statement_is_idempotent() {
         for migration in MIGRATIONS {
-            for statement in statements(&migration.sql()) {
+            for statement in statements(&migration.sql(&Editions::builtin())) {
                 assert!(
                     statement.contains("IF NOT EXISTS"),
                     "{}: statement is not idempotent: {statement}",
@@ -281,26 +291,27 @@ mod tests {
     }
 
     #[test]
-    fn the_views_take_the_policy_numbers_from_policy_rs_and_hold_no_literal_copy() {
+    fn the_views_take_the_policy_numbers_from_the_edition_and_hold_no_literal_copy() {
         // Proves: every `{policy.…}` placeholder is filled, the filled SQL holds the numbers
-        // of src/policy.rs, and the file itself repeats none of them.
+        // of editions/hangzhou-2022.toml, and the file itself repeats none of them.
+        let editions = &Editions::builtin();
         let views_migration = MIGRATIONS
             .iter()
             .find(|m| m.name == "0002_views.sql")
             .unwrap();
         let template = views_migration.template;
-        let views = views_migration.sql();
+        let views = views_migration.sql(editions);
         for statement in statements(&views) {
             assert!(!statement.contains("{policy."), "unfilled: {statement}");
         }
-        for (name, _) in crate::policy::sql_placeholders() {
+        for (name, _) in editions.sql_placeholders() {
             assert!(
                 template.contains(name),
                 "0002_views.sql does not use {name}"
             );
         }
         assert!(views.contains(
-            "multiIf(program = 'import_parcel', 20000000, program = 'rural_delivery', 3000000, -1)"
+            "multiIf(program = 'import_parcel' AND year >= 2022 AND year <= 2025, 20000000, program = 'rural_delivery' AND year >= 2022 AND year <= 2025, 3000000, year >= 2022 AND year <= 2025, -1, -1)"
         ));
         assert!(views
             .contains("IN ('330109', '330110', '330112', '330122', '330127', '330182'), 75, 50)"));

@@ -258,8 +258,9 @@ pub fn validate_files(files: &RefdataFiles) -> Result<ValidFiles, LoadError> {
 pub async fn store_files(
     store: &Store,
     valid: &ValidFiles,
+    editions: &crate::edition::Editions,
 ) -> Result<(u64, LoadCounts), LoadError> {
-    super::migrate::ensure_migrated(store).await?;
+    super::migrate::ensure_migrated(store, editions).await?;
     let load_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
