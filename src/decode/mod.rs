@@ -11,15 +11,27 @@
 //!    a message with no value at all, never reaches this function: `run` rejects it as
 //!    `malformed_json` itself.)
 //! 2. `schema_violation`: the value is not a JSON object, or `type` is missing or not a string.
-//! 3. `unknown_type`: a string `type` other than `takeout_order`, `import_parcel`,
-//!    `rural_delivery`.
+//! 3. `unknown_type`: a string `type` other than those of SPEC §3 and §8 (the eleven
+//!    [`Program`]s' names).
 //! 4. `schema_violation`: a field of that type is missing, `null`, of the wrong JSON kind, or
 //!    has a bad value. Fields are checked one at a time, each completely (presence, kind,
 //!    then value), in this fixed order, and the first bad field is reported:
 //!    - common fields: `event_id`, `occurred_at`;
 //!    - `takeout_order`: `platform_id`, `order_id`, `courier_id`, `zone_id`, `courier_released`;
 //!    - `import_parcel`: `firm_id`, `waybill_no`, `channel`;
-//!    - `rural_delivery`: `firm_id`, `outlet_id`, `waybill_no`.
+//!    - `rural_delivery`: `firm_id`, `outlet_id`, `waybill_no`;
+//!    - `platform_month_attested`: `platform_id`, `month` (`YYYY-MM`), then the booleans
+//!      `prevention_measures`, `couriers_managed`, `sites_disinfected`;
+//!    - `courier_infection`: `platform_id`, `courier_id`;
+//!    - `locker_purchased`: `purchaser_id`, `locker_serial`, `price` (a string of yuan,
+//!      plain digits with at most two decimals, above zero), `site_type`
+//!      (`office_building`, `residential_compound`, `other`);
+//!    - `id_device_purchased`: `firm_id`, `device_serial`;
+//!    - `county_center_opened`: `firm_id`, `center_id`, `district_code` (an identifier
+//!      here; the rules check it is one of the editions' districts);
+//!    - `village_outlet_opened`: `firm_id`, `outlet_id`, `village_code`, `district_code`;
+//!    - `village_outlet_closed`: `firm_id`, `outlet_id`;
+//!    - `courier_idle_day`: `platform_id`, `courier_id`, `zone_id`, `date` (`YYYY-MM-DD`).
 //!
 //!    So a bad `occurred_at` wins over a missing `platform_id`, but a missing `event_id`
 //!    wins over a bad `occurred_at`.
@@ -1693,5 +1705,230 @@ mod tests {
             Reason::MalformedJson,
             &["field \"firm_id\"", "at line 2 column "],
         );
+    }
+
+    /// A payload of a SPEC §8 type: the envelope plus raw JSON values.
+    fn v2(kind: &str, fields: &[(&str, &str)]) -> String {
+        let mut text = format!(
+            r#"{{"type":"{kind}","event_id":"e-1","occurred_at":"2023-04-01T10:00:00+08:00""#
+        );
+        for (key, value) in fields {
+            text.push_str(&format!(r#","{key}":{value}"#));
+        }
+        text.push('}');
+        text
+    }
+
+    #[test]
+    fn spec_8_types_decode_with_their_fields_and_keys() {
+        let cases: [(String, Program, &str); 8] = [
+            (
+                v2(
+                    "platform_month_attested",
+                    &[
+                        ("platform_id", r#""meituan""#),
+                        ("month", r#""2022-09""#),
+                        ("prevention_measures", "true"),
+                        ("couriers_managed", "true"),
+                        ("sites_disinfected", "false"),
+                    ],
+                ),
+                Program::PlatformMonthAttested,
+                "meituan/2022-09",
+            ),
+            (
+                v2(
+                    "courier_infection",
+                    &[("platform_id", r#""meituan""#), ("courier_id", r#""C-1""#)],
+                ),
+                Program::CourierInfection,
+                "meituan/C-1/2023-04-01",
+            ),
+            (
+                v2(
+                    "locker_purchased",
+                    &[
+                        ("purchaser_id", r#""sf""#),
+                        ("locker_serial", r#""LK-1""#),
+                        ("price", r#""1666.65""#),
+                        ("site_type", r#""residential_compound""#),
+                    ],
+                ),
+                Program::LockerPurchased,
+                "LK-1",
+            ),
+            (
+                v2(
+                    "id_device_purchased",
+                    &[("firm_id", r#""sf""#), ("device_serial", r#""D-1""#)],
+                ),
+                Program::IdDevicePurchased,
+                "D-1",
+            ),
+            (
+                v2(
+                    "county_center_opened",
+                    &[
+                        ("firm_id", r#""sf""#),
+                        ("center_id", r#""CC-1""#),
+                        ("district_code", r#""330127""#),
+                    ],
+                ),
+                Program::CountyCenterOpened,
+                "CC-1",
+            ),
+            (
+                v2(
+                    "village_outlet_opened",
+                    &[
+                        ("firm_id", r#""sf""#),
+                        ("outlet_id", r#""VO-1""#),
+                        ("village_code", r#""330127101""#),
+                        ("district_code", r#""330127""#),
+                    ],
+                ),
+                Program::VillageOutletOpened,
+                "VO-1",
+            ),
+            (
+                v2(
+                    "village_outlet_closed",
+                    &[("firm_id", r#""sf""#), ("outlet_id", r#""VO-1""#)],
+                ),
+                Program::VillageOutletClosed,
+                "VO-1",
+            ),
+            (
+                v2(
+                    "courier_idle_day",
+                    &[
+                        ("platform_id", r#""meituan""#),
+                        ("courier_id", r#""C-1""#),
+                        ("zone_id", r#""Z-1""#),
+                        ("date", r#""2022-09-04""#),
+                    ],
+                ),
+                Program::CourierIdleDay,
+                "meituan/C-1/2022-09-04",
+            ),
+        ];
+        for (payload, program, key) in &cases {
+            let event = decode_str(payload).unwrap_or_else(|r| panic!("{payload}: {r:?}"));
+            assert_eq!(event.program(), *program, "{payload}");
+            assert_eq!(event.unit_key(), *key, "{payload}");
+        }
+        let attested = decode_str(&cases[0].0).unwrap();
+        assert_eq!(attested.booking_date().to_string(), "2022-09-30");
+        let idle = decode_str(&cases[7].0).unwrap();
+        assert_eq!(idle.booking_date().to_string(), "2022-09-04");
+        let EventBody::Locker { price_fen, .. } = decode_str(&cases[2].0).unwrap().body else {
+            panic!("a locker");
+        };
+        assert_eq!(price_fen, 166_665);
+    }
+
+    #[test]
+    fn spec_8_fields_are_checked_and_named() {
+        let locker = |price: &str, site: &str| {
+            v2(
+                "locker_purchased",
+                &[
+                    ("purchaser_id", r#""sf""#),
+                    ("locker_serial", r#""LK-1""#),
+                    ("price", price),
+                    ("site_type", site),
+                ],
+            )
+        };
+        let month = |value: &str| {
+            v2(
+                "platform_month_attested",
+                &[
+                    ("platform_id", r#""p""#),
+                    ("month", value),
+                    ("prevention_measures", "true"),
+                    ("couriers_managed", "true"),
+                    ("sites_disinfected", "true"),
+                ],
+            )
+        };
+        let idle = |value: &str| {
+            v2(
+                "courier_idle_day",
+                &[
+                    ("platform_id", r#""p""#),
+                    ("courier_id", r#""c""#),
+                    ("zone_id", r#""z""#),
+                    ("date", value),
+                ],
+            )
+        };
+        let cases = [
+            (locker(r#""0.00""#, r#""other""#), "price", "not above zero"),
+            (locker(r#""0""#, r#""other""#), "price", "not above zero"),
+            (locker(r#""1.234""#, r#""other""#), "price", "not a price"),
+            (locker(r#""1e3""#, r#""other""#), "price", "not a price"),
+            (locker(r#""-5.00""#, r#""other""#), "price", "not a price"),
+            (locker("1200", r#""other""#), "price", "expected a string"),
+            (
+                locker(r#""1200.00""#, r#""garage""#),
+                "site_type",
+                "office_building",
+            ),
+            (month(r#""2022-13""#), "month", "not a month"),
+            (month(r#""2022-9""#), "month", "not a month"),
+            (month(r#""2022-09-01""#), "month", "not a month"),
+            (idle(r#""2023-02-29""#), "date", "not a date"),
+            (idle(r#""2023-2-28""#), "date", "not a date"),
+            (
+                v2(
+                    "platform_month_attested",
+                    &[
+                        ("platform_id", r#""p""#),
+                        ("month", r#""2022-09""#),
+                        ("prevention_measures", r#""true""#),
+                        ("couriers_managed", "true"),
+                        ("sites_disinfected", "true"),
+                    ],
+                ),
+                "prevention_measures",
+                "JSON boolean",
+            ),
+            (
+                v2(
+                    "county_center_opened",
+                    &[
+                        ("firm_id", r#""sf""#),
+                        ("center_id", r#""CC 1""#),
+                        ("district_code", r#""330127""#),
+                    ],
+                ),
+                "center_id",
+                "not an identifier",
+            ),
+            (
+                v2("village_outlet_closed", &[("firm_id", r#""sf""#)]),
+                "outlet_id",
+                "missing",
+            ),
+        ];
+        for (payload, field, what) in cases {
+            let rejection = decode_str(&payload).unwrap_err();
+            assert_eq!(rejection.reason, Reason::SchemaViolation, "{payload}");
+            assert!(
+                rejection.detail.contains(&format!("\"{field}\"")),
+                "{payload}: {}",
+                rejection.detail
+            );
+            assert!(
+                rejection.detail.contains(what),
+                "{payload}: {}",
+                rejection.detail
+            );
+        }
+        // The fast scan and serde_json agree on the new keys too (escaped key, nested junk).
+        let escaped =
+            locker(r#""2000.00""#, r#""oth\u0065r""#).replace(r#""price""#, r#""pr\u0069ce""#);
+        assert!(decode_str(&escaped).is_ok(), "{escaped}");
     }
 }
