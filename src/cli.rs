@@ -254,7 +254,7 @@ pub struct MonthlyArgs {
         default_value = "program"
     )]
     pub by: Grouping,
-    /// Only this program (takeout_order, import_parcel, rural_delivery).
+    /// Only this program (any of SPEC §2 and §8, e.g. import_parcel, locker_purchased).
     #[arg(long, env = "SUBSIDY_REPORT_PROGRAM", value_parser = parse_program)]
     pub program: Option<crate::domain::Program>,
     /// Only this recipient: courier, firm or outlet id (with --by program or recipient).
@@ -272,7 +272,11 @@ pub struct MonthlyArgs {
 
 fn parse_program(text: &str) -> Result<crate::domain::Program, String> {
     crate::domain::Program::from_type(text).ok_or_else(|| {
-        format!("unknown program {text:?}: use takeout_order, import_parcel or rural_delivery")
+        let names: Vec<&str> = crate::domain::Program::ALL
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        format!("unknown program {text:?}: use one of {}", names.join(", "))
     })
 }
 
