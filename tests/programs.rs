@@ -145,3 +145,52 @@ async fn every_new_program_lands_in_the_views_whatever_the_arrival_order() {
     first.drop_database().await;
     second.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_edition_is_refused_with_file_line_and_key_and_a_second_one_is_used() {
+    // Proves: `--edition` with a bad amount exits 1 naming the file, the line and the key,
+    // before touching anything; a folder with a second, later edition migrates and its
+    // numbers reach the views' SQL (the 2026 cap), while the built-in edition's stay.
+    require_services().await;
+    let world = World::new("editions");
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = subsidy_ingester::edition::DEFAULT_EDITION_TOML;
+    let bad = builtin.replace("rate = \"0.30\"", "rate = \"0.305\"");
+    let bad_line = bad[..bad.find("rate = \"0.305\"").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    let bad_file = harness::write_file(dir.path(), "bad.toml", &bad);
+    let output = world.run_cli(&["--edition", bad_file.to_str().unwrap(), "migrate"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:{bad_line}: key `rural_delivery.rate`: \"0.305\" is not an amount",
+            bad_file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let folder = dir.path().join("editions");
+    std::fs::create_dir(&folder).unwrap();
+    harness::write_file(&folder, "hangzhou-2022.toml", builtin);
+    let second = builtin
+        .replace("name = \"hangzhou-2022\"", "name = \"hangzhou-2026\"")
+        .replace("first_day = 2022-07-01", "first_day = 2026-01-01")
+        .replace("last_day = 2025-12-31", "last_day = 2026-12-31")
+        .replace(
+            "cap_per_year = \"200000.00\"",
+            "cap_per_year = \"150000.00\"",
+        );
+    harness::write_file(&folder, "hangzhou-2026.toml", &second);
+    world.run_ok(&["--edition", folder.to_str().unwrap(), "migrate"]);
+    let definition = world
+        .query("SELECT create_table_query FROM system.tables WHERE database = '{db}' AND name = 'subsidy_monthly_fen'")
+        .await;
+    let sql = &definition[0][0];
+    assert!(sql.contains("2026") && sql.contains("15000000"), "{sql}");
+    assert!(sql.contains("20000000"), "{sql}");
+    world.drop_database().await;
+}
