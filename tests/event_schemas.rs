@@ -9,11 +9,17 @@
 //! - the per-type schema (`takeout_order`, `import_parcel`, `rural_delivery`.schema.json)
 //!   accepts a payload whose `type` is that type exactly when
 //!   [`subsidy_ingester::decode::decode`] returns `Ok`;
-//! - the union `event.schema.json` (whose `oneOf` branches `$ref` the three per-type
+//! - the union `event.schema.json` (whose `oneOf` branches `$ref` the thirteen per-type
 //!   schemas by their `$id` URNs) accepts a payload exactly when `decode` returns `Ok`,
 //!   for every payload of the table, including those without a known `type`;
 //! - each schema's `examples` validate against it and against the union, and decode `Ok`;
 //! - each schema file is a valid draft 2020-12 schema with the documented metadata.
+//!
+//! The ten SPEC §8 types (`platform_month_attested` … `unit_voided`, see [`V2_TYPES`]) are
+//! checked against the schemas alone for now: their files are well formed and
+//! self-contained, their examples validate (also through the union), and a table of bad
+//! payloads (missing fields, bad identifiers, prices, months, dates, district codes, texts,
+//! voids without their key fields) is refused by the per-type schema and by the union.
 //!
 //! Validators run as draft 2020-12 prescribes, with `format` as an annotation, so the
 //! verdict on `occurred_at` comes from its `pattern`. Each payload is also checked with
@@ -34,6 +40,21 @@ use subsidy_ingester::decode::decode;
 
 /// The per-type schemas, by event type.
 const TYPES: [&str; 3] = ["takeout_order", "import_parcel", "rural_delivery"];
+
+/// The per-type schemas of SPEC §8 (v2 types), by event type. The decoder tests above cover
+/// only [`TYPES`]; these are checked by `v2_schemas_accept_their_examples_and_refuse_bad_payloads`.
+const V2_TYPES: [&str; 10] = [
+    "platform_month_attested",
+    "courier_infection",
+    "locker_purchased",
+    "id_device_purchased",
+    "county_center_opened",
+    "village_outlet_opened",
+    "village_outlet_closed",
+    "courier_idle_day",
+    "subsidy_revoked",
+    "unit_voided",
+];
 
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
@@ -77,10 +98,12 @@ impl Checker {
     }
 }
 
-/// All four schemas, compiled.
+/// All fourteen schemas, compiled.
 struct Schemas {
     /// In the order of [`TYPES`].
     per_type: Vec<Checker>,
+    /// In the order of [`V2_TYPES`].
+    v2: Vec<Checker>,
     event: Checker,
 }
 
@@ -90,18 +113,31 @@ impl Schemas {
             .iter()
             .map(|t| load(&format!("{t}.schema.json")))
             .collect();
+        let v2: Vec<Value> = V2_TYPES
+            .iter()
+            .map(|t| load(&format!("{t}.schema.json")))
+            .collect();
+        // The union references every type, so all of them are registered.
         let mut builder = Registry::new();
-        for (event_type, schema) in TYPES.iter().zip(&per_type) {
+        for (event_type, schema) in TYPES
+            .iter()
+            .chain(&V2_TYPES)
+            .zip(per_type.iter().chain(&v2))
+        {
             builder = builder
                 .add(type_urn(event_type), schema.clone())
                 .expect("register per-type schema");
         }
         let registry = builder.prepare().expect("prepare registry");
-        Schemas {
-            per_type: per_type
+        let compile = |schemas: &[Value]| -> Vec<Checker> {
+            schemas
                 .iter()
                 .map(|schema| Checker::new(schema, &registry))
-                .collect(),
+                .collect()
+        };
+        Schemas {
+            per_type: compile(&per_type),
+            v2: compile(&v2),
             event: Checker::new(&load("event.schema.json"), &registry),
         }
     }
@@ -586,6 +622,7 @@ fn schemas_and_decoder_agree_on_every_payload() {
 #[test]
 fn examples_validate_and_decode() {
     let schemas = Schemas::load();
+    // v2 types: decoder coverage is added with their decode
     let mut files: Vec<String> = TYPES.iter().map(|t| format!("{t}.schema.json")).collect();
     files.push("event.schema.json".to_owned());
     for file in files {
@@ -722,6 +759,774 @@ fn schema_files_are_well_formed_and_self_contained() {
         .iter()
         .map(|branch| branch["$ref"].as_str().unwrap())
         .collect();
-    let expected: Vec<String> = TYPES.iter().map(|t| type_urn(t)).collect();
+    // v1 and v2 types, in this order.
+    let expected: Vec<String> = TYPES.iter().chain(&V2_TYPES).map(|t| type_urn(t)).collect();
     assert_eq!(refs, expected);
+}
+
+/// What the schemas must say about a v2 payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum V2Verdict {
+    Valid,
+    Invalid,
+    /// An impossible day of the month in a `"YYYY-MM-DD"` field: only `format: date`
+    /// refuses it (the pattern checks ranges, not calendars).
+    DayOfMonth,
+}
+
+/// The first example of a v2 type's schema file, the base of that type's cases.
+fn v2_example(event_type: &str) -> Value {
+    load(&format!("{event_type}.schema.json"))["examples"][0].clone()
+}
+
+/// `payload` with `key` set to `value`, or removed.
+fn v2_with(mut payload: Value, key: &str, value: Option<Value>) -> Value {
+    let object = payload.as_object_mut().expect("an object");
+    match value {
+        Some(value) => {
+            object.insert(key.to_owned(), value);
+        }
+        None => {
+            object.remove(key);
+        }
+    }
+    payload
+}
+
+/// A `unit_voided` payload of `program` with the fields `key` (raw JSON values).
+fn void_of(program: &str, key: &[(&str, Value)]) -> Value {
+    let mut payload = serde_json::json!({
+        "type": "unit_voided",
+        "event_id": "evt-void-1",
+        "occurred_at": "2026-01-05T10:00:00+08:00",
+        "program": program,
+        "void_reason": "recorded in error",
+    });
+    for (field, value) in key {
+        payload = v2_with(payload, field, Some(value.clone()));
+    }
+    payload
+}
+
+/// The unit-key fields of each ledger program, as `unit_voided` carries them.
+fn void_keys() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
+    use serde_json::json;
+    vec![
+        (
+            "takeout_order",
+            vec![
+                ("platform_id", json!("meituan")),
+                ("order_id", json!("MT1")),
+            ],
+        ),
+        ("import_parcel", vec![("waybill_no", json!("SF1"))]),
+        ("rural_delivery", vec![("waybill_no", json!("ZT1"))]),
+        (
+            "platform_month_attested",
+            vec![
+                ("platform_id", json!("meituan")),
+                ("month", json!("2022-09")),
+            ],
+        ),
+        (
+            "courier_infection",
+            vec![
+                ("platform_id", json!("meituan")),
+                ("courier_id", json!("C1")),
+                ("date", json!("2022-09-20")),
+            ],
+        ),
+        ("locker_purchased", vec![("locker_serial", json!("L1"))]),
+        ("id_device_purchased", vec![("device_serial", json!("D1"))]),
+        ("county_center_opened", vec![("center_id", json!("CC1"))]),
+        ("village_outlet_opened", vec![("outlet_id", json!("VO1"))]),
+        ("village_outlet_closed", vec![("outlet_id", json!("VO1"))]),
+        (
+            "courier_idle_day",
+            vec![
+                ("platform_id", json!("meituan")),
+                ("courier_id", json!("C1")),
+                ("date", json!("2022-09-05")),
+            ],
+        ),
+    ]
+}
+
+/// Identifier fields of the v2 types.
+const V2_IDENTIFIERS: [&str; 14] = [
+    "event_id",
+    "platform_id",
+    "courier_id",
+    "zone_id",
+    "firm_id",
+    "outlet_id",
+    "purchaser_id",
+    "locker_serial",
+    "device_serial",
+    "center_id",
+    "village_code",
+    "revoked_by",
+    "order_id",
+    "waybill_no",
+];
+
+/// One v2 case: name, the type whose schema judges it (the payload's `type` may be
+/// missing or wrong), payload, verdict.
+type V2Case = (String, &'static str, Value, V2Verdict);
+
+/// The table of v2 payloads.
+fn v2_table() -> Vec<V2Case> {
+    use serde_json::json;
+    use V2Verdict::{DayOfMonth, Invalid, Valid};
+    let mut cases: Vec<V2Case> = Vec::new();
+
+    // Every required field of every type missing or null in turn; every identifier field
+    // empty, too long, with a space or non-ASCII in turn; the envelope's type wrong.
+    for event_type in V2_TYPES {
+        let mut push = |name: String, payload: Value, verdict: V2Verdict| {
+            cases.push((name, event_type, payload, verdict));
+        };
+        let base = v2_example(event_type);
+        let schema = load(&format!("{event_type}.schema.json"));
+        for field in schema["required"].as_array().unwrap() {
+            let field = field.as_str().unwrap();
+            push(
+                format!("{event_type} without {field}"),
+                v2_with(base.clone(), field, None),
+                Invalid,
+            );
+            push(
+                format!("{event_type} with {field} null"),
+                v2_with(base.clone(), field, Some(Value::Null)),
+                Invalid,
+            );
+            push(
+                format!("{event_type} with {field} a number"),
+                v2_with(base.clone(), field, Some(json!(17))),
+                Invalid,
+            );
+        }
+        for field in V2_IDENTIFIERS {
+            if base.get(field).is_none() {
+                continue;
+            }
+            for (what, bad) in [
+                ("empty", String::new()),
+                ("65 characters", "a".repeat(65)),
+                ("with a space", "a b".to_owned()),
+                ("with a slash", "a/b".to_owned()),
+                ("non-ASCII", "杭州1".to_owned()),
+                ("with a trailing newline", "a\n".to_owned()),
+            ] {
+                push(
+                    format!("{event_type} with {field} {what}"),
+                    v2_with(base.clone(), field, Some(json!(bad))),
+                    Invalid,
+                );
+            }
+            push(
+                format!("{event_type} with {field} of 64 characters"),
+                v2_with(base.clone(), field, Some(json!("9".repeat(64)))),
+                Valid,
+            );
+        }
+        push(
+            format!("{event_type} with type of another event"),
+            v2_with(base.clone(), "type", Some(json!("takeout_order"))),
+            Invalid,
+        );
+        push(
+            format!("{event_type} with occurred_at without offset"),
+            v2_with(
+                base.clone(),
+                "occurred_at",
+                Some(json!("2022-09-05T12:30:00")),
+            ),
+            Invalid,
+        );
+        push(
+            format!("{event_type} with occurred_at a date"),
+            v2_with(base.clone(), "occurred_at", Some(json!("2022-09-05"))),
+            Invalid,
+        );
+        push(
+            format!("{event_type} with extra fields"),
+            v2_with(
+                v2_with(base.clone(), "note", Some(json!("备注\n"))),
+                "nested",
+                Some(json!({"a": [1, null]})),
+            ),
+            Valid,
+        );
+    }
+
+    // The rest keep the `type` of their base.
+    let mut push = |name: String, payload: Value, verdict: V2Verdict| {
+        let event_type = V2_TYPES
+            .into_iter()
+            .find(|t| payload["type"] == *t)
+            .unwrap_or_else(|| panic!("{name}: not a v2 type: {payload}"));
+        cases.push((name, event_type, payload, verdict));
+    };
+
+    // platform_month_attested: month and the three booleans.
+    let attested = v2_example("platform_month_attested");
+    for month in ["2022-12", "2022-01", "2025-10", "0001-01"] {
+        push(
+            format!("month {month:?}"),
+            v2_with(attested.clone(), "month", Some(json!(month))),
+            Valid,
+        );
+    }
+    for month in [
+        "2022-13",
+        "2022-00",
+        "2022-9",
+        "2022-09-01",
+        "202-09",
+        "22-09",
+        "2022/09",
+        "2022-1a",
+        "２０２２-09",
+        " 2022-09",
+        "2022-09 ",
+        "",
+    ] {
+        push(
+            format!("month {month:?}"),
+            v2_with(attested.clone(), "month", Some(json!(month))),
+            Invalid,
+        );
+    }
+    push(
+        "month a number".to_owned(),
+        v2_with(attested.clone(), "month", Some(json!(202209))),
+        Invalid,
+    );
+    for field in [
+        "prevention_measures",
+        "couriers_managed",
+        "sites_disinfected",
+    ] {
+        // `false` is a program check (`attestation_incomplete`), not a schema violation.
+        push(
+            format!("{field} false"),
+            v2_with(attested.clone(), field, Some(json!(false))),
+            Valid,
+        );
+        for bad in [json!("true"), json!(1), json!("yes"), json!([true])] {
+            push(
+                format!("{field} {bad}"),
+                v2_with(attested.clone(), field, Some(bad)),
+                Invalid,
+            );
+        }
+    }
+
+    // locker_purchased: price and site_type.
+    let locker = v2_example("locker_purchased");
+    for price in [
+        "0.01",
+        "0.1",
+        "1",
+        "1.5",
+        "1200",
+        "1200.00",
+        "1666.65",
+        "01",
+        "0001200.00",
+        "00.01",
+        "999999999999999.99",
+    ] {
+        push(
+            format!("price {price:?}"),
+            v2_with(locker.clone(), "price", Some(json!(price))),
+            Valid,
+        );
+    }
+    for price in [
+        "0",
+        "00",
+        "0.0",
+        "0.00",
+        "000.00",
+        "-1",
+        "+1",
+        "1.234",
+        "0.001",
+        "1e3",
+        "1E3",
+        " 1",
+        "1 ",
+        "1.",
+        ".5",
+        "",
+        "1,200.00",
+        "1_200",
+        "１２００",
+        "0x10",
+        "NaN",
+        "1000000000000000",
+    ] {
+        push(
+            format!("price {price:?}"),
+            v2_with(locker.clone(), "price", Some(json!(price))),
+            Invalid,
+        );
+    }
+    for price in [json!(1200), json!(1200.5), json!(true)] {
+        push(
+            format!("price {price} (not a string)"),
+            v2_with(locker.clone(), "price", Some(price)),
+            Invalid,
+        );
+    }
+    for site in ["office_building", "residential_compound", "other"] {
+        push(
+            format!("site_type {site:?}"),
+            v2_with(locker.clone(), "site_type", Some(json!(site))),
+            Valid,
+        );
+    }
+    for site in ["Office_building", "office building", "park", ""] {
+        push(
+            format!("site_type {site:?}"),
+            v2_with(locker.clone(), "site_type", Some(json!(site))),
+            Invalid,
+        );
+    }
+
+    // district codes.
+    for event_type in ["county_center_opened", "village_outlet_opened"] {
+        let base = v2_example(event_type);
+        for code in [
+            "330102", "330105", "330106", "330108", "330109", "330110", "330111", "330112",
+            "330113", "330114", "330122", "330127", "330182",
+        ] {
+            push(
+                format!("{event_type} district_code {code}"),
+                v2_with(base.clone(), "district_code", Some(json!(code))),
+                Valid,
+            );
+        }
+        for code in ["330100", "330103", "330183", "3301090", "330109 ", "XH", ""] {
+            push(
+                format!("{event_type} district_code {code:?}"),
+                v2_with(base.clone(), "district_code", Some(json!(code))),
+                Invalid,
+            );
+        }
+        push(
+            format!("{event_type} district_code a number"),
+            v2_with(base.clone(), "district_code", Some(json!(330109))),
+            Invalid,
+        );
+    }
+
+    // Dates: courier_idle_day's date, subsidy_revoked's period, a void's date.
+    let date_fields = [
+        ("courier_idle_day", v2_example("courier_idle_day"), "date"),
+        (
+            "subsidy_revoked",
+            v2_example("subsidy_revoked"),
+            "period_from",
+        ),
+        (
+            "subsidy_revoked",
+            v2_example("subsidy_revoked"),
+            "period_to",
+        ),
+        (
+            "unit_voided",
+            void_of(
+                "courier_infection",
+                &[
+                    ("platform_id", json!("meituan")),
+                    ("courier_id", json!("C1")),
+                ],
+            ),
+            "date",
+        ),
+    ];
+    for (event_type, base, field) in &date_fields {
+        let dated = |date: &str| v2_with(base.clone(), field, Some(json!(date)));
+        push(
+            format!("{event_type} {field} 2024-02-29"),
+            dated("2024-02-29"),
+            Valid,
+        );
+        for date in [
+            "2022-13-01",
+            "2022-00-10",
+            "2022-09-32",
+            "2022-09-00",
+            "2022-9-5",
+            "2022-09-05T00:00:00Z",
+            "2022-09-05Z",
+            "20220905",
+            "2022/09/05",
+            "2022-09",
+            "",
+        ] {
+            push(
+                format!("{event_type} {field} {date:?}"),
+                dated(date),
+                Invalid,
+            );
+        }
+        for date in ["2023-02-29", "2022-04-31"] {
+            push(
+                format!("{event_type} {field} {date:?}"),
+                dated(date),
+                DayOfMonth,
+            );
+        }
+    }
+    // A reversed period cannot be refused by a schema (no comparison of values); the
+    // schema documents that the ingester refuses it.
+    push(
+        "subsidy_revoked period_from after period_to (schema cannot tell)".to_owned(),
+        v2_with(
+            v2_example("subsidy_revoked"),
+            "period_from",
+            Some(json!("2023-07-01")),
+        ),
+        Valid,
+    );
+
+    // Texts: reason and void_reason.
+    let text_fields = [
+        ("subsidy_revoked", v2_example("subsidy_revoked"), "reason"),
+        ("unit_voided", v2_example("unit_voided"), "void_reason"),
+    ];
+    for (event_type, base, field) in &text_fields {
+        let texted = |text: String| v2_with(base.clone(), field, Some(json!(text)));
+        for (what, text) in [
+            ("1 character", "x".to_owned()),
+            ("a space", " ".to_owned()),
+            ("500 characters", "a".repeat(500)),
+            ("500 CJK characters", "审".repeat(500)),
+            ("500 emoji (1000 UTF-16 units)", "😀".repeat(500)),
+            ("with U+00A0 and U+2028", "a\u{a0}b\u{2028}c".to_owned()),
+        ] {
+            push(format!("{event_type} {field} {what}"), texted(text), Valid);
+        }
+        for (what, text) in [
+            ("empty", String::new()),
+            ("501 characters", "a".repeat(501)),
+            ("501 CJK characters", "审".repeat(501)),
+            ("with a line feed", "audit\nfinding".to_owned()),
+            ("with a tab", "audit\tfinding".to_owned()),
+            ("with a carriage return", "audit\r".to_owned()),
+            ("with NUL", "\u{0}".to_owned()),
+            ("with U+001F", "a\u{1f}".to_owned()),
+            ("with DEL", "a\u{7f}b".to_owned()),
+            ("with U+0085 (NEL)", "a\u{85}b".to_owned()),
+            ("with U+009F", "\u{9f}".to_owned()),
+        ] {
+            push(
+                format!("{event_type} {field} {what}"),
+                texted(text),
+                Invalid,
+            );
+        }
+        push(
+            format!("{event_type} {field} an array"),
+            v2_with(base.clone(), field, Some(json!(["audit"]))),
+            Invalid,
+        );
+    }
+
+    // unit_voided: every program with its key; without each key field; bad programs.
+    for (program, key) in void_keys() {
+        push(format!("void of {program}"), void_of(program, &key), Valid);
+        for (field, _) in &key {
+            let without: Vec<(&str, Value)> =
+                key.iter().filter(|(f, _)| f != field).cloned().collect();
+            push(
+                format!("void of {program} without {field}"),
+                void_of(program, &without),
+                Invalid,
+            );
+            push(
+                format!("void of {program} with {field} \"a b\""),
+                void_of(
+                    program,
+                    &key.iter()
+                        .map(|(f, v)| (*f, if f == field { json!("a b") } else { v.clone() }))
+                        .collect::<Vec<_>>(),
+                ),
+                Invalid,
+            );
+        }
+        push(
+            format!("void of {program} without its key"),
+            void_of(program, &[]),
+            Invalid,
+        );
+    }
+    push(
+        "void of platform_month_attested with month 2022-13".to_owned(),
+        void_of(
+            "platform_month_attested",
+            &[
+                ("platform_id", json!("meituan")),
+                ("month", json!("2022-13")),
+            ],
+        ),
+        Invalid,
+    );
+    push(
+        "void of locker_purchased with another program's key only".to_owned(),
+        void_of("locker_purchased", &[("device_serial", json!("D1"))]),
+        Invalid,
+    );
+    push(
+        "void of import_parcel with a bad field of another program's key (ignored)".to_owned(),
+        void_of(
+            "import_parcel",
+            &[("waybill_no", json!("SF1")), ("order_id", json!("a b"))],
+        ),
+        Valid,
+    );
+    for program in [
+        json!("subsidy_revoked"),
+        json!("unit_voided"),
+        json!("Takeout_order"),
+        json!("takeout"),
+        json!(""),
+        json!(1),
+        Value::Null,
+    ] {
+        push(
+            format!("void of program {program}"),
+            v2_with(
+                void_of("import_parcel", &[("waybill_no", json!("SF1"))]),
+                "program",
+                Some(program),
+            ),
+            Invalid,
+        );
+    }
+    cases
+}
+
+#[test]
+fn v2_schemas_accept_their_examples_and_refuse_bad_payloads() {
+    let schemas = Schemas::load();
+    let v1_defs = load("takeout_order.schema.json")["$defs"].clone();
+
+    // Well formed and self-contained, like the v1 files.
+    for event_type in V2_TYPES {
+        let file = format!("{event_type}.schema.json");
+        let schema = load(&file);
+        assert!(
+            jsonschema::meta::is_valid(&schema),
+            "{file}: not a valid schema"
+        );
+        assert_eq!(schema["$schema"], DRAFT_2020_12, "{file}");
+        assert_eq!(schema["$id"], type_urn(event_type).as_str(), "{file}");
+        assert!(schema["title"].is_string(), "{file}: title");
+        let description = schema["description"].as_str().unwrap_or_default();
+        for needle in [
+            "Rate: ",
+            "yuan",
+            "Dedup key: ",
+            "Rejection reasons",
+            "`schema_violation`",
+        ] {
+            assert!(
+                description.contains(needle),
+                "{file}: description lacks {needle:?}"
+            );
+        }
+        assert_eq!(schema["additionalProperties"], true, "{file}");
+        assert_eq!(schema["properties"]["type"]["const"], event_type, "{file}");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            required[..3],
+            ["type", "event_id", "occurred_at"],
+            "{file}: the envelope first"
+        );
+        let mut properties: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted_required = required.clone();
+        sorted_required.sort_unstable();
+        properties.sort_unstable();
+        assert_eq!(sorted_required, properties, "{file}");
+        for (name, property) in schema["properties"].as_object().unwrap() {
+            assert!(
+                property["description"].is_string(),
+                "{file}: {name} has no description"
+            );
+        }
+        // Only local references, each to a definition of the file.
+        let mut refs = Vec::new();
+        collect_refs(&schema, &mut refs);
+        assert!(!refs.is_empty(), "{file}");
+        for reference in refs {
+            let name = reference
+                .strip_prefix("#/$defs/")
+                .unwrap_or_else(|| panic!("{file}: $ref {reference}"));
+            assert!(
+                schema["$defs"].get(name).is_some(),
+                "{file}: $ref {reference} has no definition"
+            );
+        }
+        // The shared definitions, verbatim.
+        for shared in ["identifier", "timestamp"] {
+            assert_eq!(
+                schema["$defs"][shared], v1_defs[shared],
+                "{file}: $defs/{shared} differs from the v1 files'"
+            );
+        }
+        let examples = schema["examples"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file}: no examples array"));
+        assert!(!examples.is_empty(), "{file}: no examples");
+    }
+    // Definitions shared by several v2 files are identical where they appear.
+    let mut seen: std::collections::BTreeMap<String, (String, Value)> = Default::default();
+    for event_type in V2_TYPES {
+        let file = format!("{event_type}.schema.json");
+        for (name, definition) in load(&file)["$defs"].as_object().unwrap() {
+            match seen.get(name) {
+                Some((first, earlier)) => {
+                    assert_eq!(
+                        earlier, definition,
+                        "$defs/{name}: {first} and {file} differ"
+                    )
+                }
+                None => {
+                    seen.insert(name.clone(), (file.clone(), definition.clone()));
+                }
+            }
+        }
+    }
+
+    // The union lists every type.
+    let event = load("event.schema.json");
+    let union_enum: Vec<&str> = event["properties"]["type"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = TYPES.iter().chain(&V2_TYPES).copied().collect();
+    assert_eq!(union_enum, all);
+    let description = event["description"].as_str().unwrap();
+    for event_type in &all {
+        assert!(
+            description.contains(event_type),
+            "event.schema.json: description lacks {event_type}"
+        );
+    }
+
+    // unit_voided names exactly the ledger programs, each with an if/then of its key.
+    let voided = load("unit_voided.schema.json");
+    let programs: Vec<&str> = voided["properties"]["program"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ledger_programs: Vec<&str> = all[..11].to_vec();
+    assert_eq!(programs, ledger_programs);
+    let branches: Vec<(&str, Vec<&str>)> = voided["allOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|branch| {
+            (
+                branch["if"]["properties"]["program"]["const"]
+                    .as_str()
+                    .unwrap(),
+                branch["then"]["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
+    let expected_branches: Vec<(&str, Vec<&str>)> = void_keys()
+        .into_iter()
+        .map(|(program, key)| (program, key.into_iter().map(|(f, _)| f).collect()))
+        .collect();
+    assert_eq!(branches, expected_branches);
+
+    let checker = |event_type: &str| -> &Checker {
+        let index = V2_TYPES
+            .iter()
+            .position(|t| *t == event_type)
+            .unwrap_or_else(|| panic!("not a v2 type: {event_type}"));
+        &schemas.v2[index]
+    };
+
+    // Examples validate against their schema and the union, formats asserted or not; those
+    // of a type the decoder knows already decode.
+    for event_type in V2_TYPES {
+        let file = format!("{event_type}.schema.json");
+        for example in load(&file)["examples"].as_array().unwrap() {
+            assert_eq!(example["type"], event_type, "{file}: {example}");
+            let own = checker(event_type);
+            for (what, validator) in [
+                ("plain", &own.plain),
+                ("formats", &own.formats),
+                ("union plain", &schemas.event.plain),
+                ("union formats", &schemas.event.formats),
+            ] {
+                if let Some(error) = validator.iter_errors(example).next() {
+                    panic!("{file}: example {example} fails ({what}): {error}");
+                }
+            }
+            let payload = serde_json::to_vec(example).unwrap();
+            match decode(&payload) {
+                Ok(_) => {}
+                Err(rejection) if rejection.reason.as_str() == "unknown_type" => {}
+                Err(rejection) => panic!("{file}: example {example} rejected: {rejection:?}"),
+            }
+        }
+    }
+
+    // The table.
+    let cases = v2_table();
+    assert!(cases.len() > 400, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (name, event_type, payload, verdict) in &cases {
+        let own = checker(event_type);
+        let got = (
+            own.plain.is_valid(payload),
+            own.formats.is_valid(payload),
+            schemas.event.plain.is_valid(payload),
+            schemas.event.formats.is_valid(payload),
+        );
+        let expected = match verdict {
+            V2Verdict::Valid => (true, true, true, true),
+            V2Verdict::Invalid => (false, false, false, false),
+            V2Verdict::DayOfMonth => (true, false, true, false),
+        };
+        if got != expected {
+            failures.push(format!(
+                "{name}: (plain, formats, union plain, union formats) = {got:?}, expected {expected:?}\n    payload: {payload}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases disagree:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
