@@ -19,10 +19,10 @@
 //! A malformed file is refused whole, with its path, the line and the key at fault.
 
 use crate::domain::Program;
+use crate::policy;
 use crate::refdata::ZoneType;
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -115,25 +115,6 @@ impl Edition {
     /// Whether `date` is in this edition's range.
     pub fn covers(&self, date: NaiveDate) -> bool {
         (self.first_day..=self.last_day).contains(&date)
-    }
-
-    /// Whether the program pays anything under this edition (its switch).
-    pub fn configured(&self, program: Program) -> bool {
-        match program {
-            Program::TakeoutOrder => self.takeout_order.is_some(),
-            Program::ImportParcel => self.import_parcel.is_some(),
-            Program::RuralDelivery => self.rural_delivery.is_some(),
-            Program::PlatformMonthAttested => self.platform_month_award_fen.is_some(),
-            // A record that pays nothing, governed by the award it cancels / stops.
-            Program::CourierInfection => self.platform_month_award_fen.is_some(),
-            Program::LockerPurchased => self.locker.is_some(),
-            Program::IdDevicePurchased => self.id_device_fen.is_some(),
-            Program::CountyCenterOpened => self.county_center_fen.is_some(),
-            Program::VillageOutletOpened | Program::VillageOutletClosed => {
-                self.village_outlet.is_some()
-            }
-            Program::CourierIdleDay => self.idle_day_fen.iter().any(Option::is_some),
-        }
     }
 
     /// The per-unit terms of the three per-unit programs.
@@ -293,15 +274,6 @@ impl Editions {
             .join(", ")
     }
 
-    /// The names, joined with `+`, for logs and the build info.
-    pub fn names(&self) -> String {
-        self.editions
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect::<Vec<_>>()
-            .join("+")
-    }
-
     /// Whether any edition lists the district.
     pub fn knows_district(&self, district_code: &str) -> bool {
         self.editions
@@ -347,7 +319,14 @@ impl Editions {
                 edition.funding.percent_low
             ));
         }
-        let low = self.editions.last().map_or(50, |e| e.funding.percent_low);
+        // A month no edition covers has no granted money; the latest low share keeps the
+        // expression total without a number of its own.
+        let low = self
+            .editions
+            .last()
+            .expect("at least one edition")
+            .funding
+            .percent_low;
         [
             (
                 "{policy.cap_fen}",
@@ -359,51 +338,6 @@ impl Editions {
             ),
         ]
     }
-}
-
-impl fmt::Display for Editions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.editions.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{} ({}..{})", e.name, e.first_day, e.last_day)?;
-        }
-        Ok(())
-    }
-}
-
-/// Parses yuan written as plain digits with at most two decimals (`"0.30"`, `"2000"`) into
-/// fen. `None` for anything else (signs, exponents, spaces, a third decimal, overflow).
-pub fn parse_yuan_fen(text: &str) -> Option<i64> {
-    let (whole, cents) = match text.split_once('.') {
-        Some((whole, fraction)) => {
-            if fraction.is_empty() || fraction.len() > 2 {
-                return None;
-            }
-            if !fraction.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let cents: i64 = fraction.parse().ok()?;
-            (
-                whole,
-                if fraction.len() == 1 {
-                    cents * 10
-                } else {
-                    cents
-                },
-            )
-        }
-        None => (text, 0),
-    };
-    if whole.is_empty() || whole.len() > 15 || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    whole
-        .parse::<i64>()
-        .ok()?
-        .checked_mul(100)?
-        .checked_add(cents)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -545,7 +479,7 @@ pub fn parse_edition(text: &str, file: &str) -> Result<Edition, EditionError> {
     })?;
 
     let money = |value: &Spanned<String>, key: &str| -> Result<i64, EditionError> {
-        parse_yuan_fen(value.get_ref()).ok_or_else(|| {
+        policy::parse_yuan_fen(value.get_ref()).ok_or_else(|| {
             invalid(
                 value.span(),
                 key,
@@ -649,31 +583,30 @@ pub fn parse_edition(text: &str, file: &str) -> Result<Edition, EditionError> {
         }
     }
 
-    let per_unit = |raw: &RawPerUnit, table: &str| -> Result<Option<PerUnit>, EditionError> {
-        if !raw.enabled {
+    let per_unit = |enabled: bool,
+                    rate: &Spanned<String>,
+                    cap: &Option<Spanned<String>>,
+                    table: &str|
+     -> Result<Option<PerUnit>, EditionError> {
+        if !enabled {
             return Ok(None);
         }
         Ok(Some(PerUnit {
-            rate_fen: money(&raw.rate, &format!("{table}.rate"))?,
-            cap_fen_per_year: raw
-                .cap_per_year
+            rate_fen: money(rate, &format!("{table}.rate"))?,
+            cap_fen_per_year: cap
                 .as_ref()
                 .map(|cap| money(cap, &format!("{table}.cap_per_year")))
                 .transpose()?,
         }))
     };
-    let takeout_order = raw
-        .takeout_order
-        .as_ref()
-        .map(|r| per_unit(r, "takeout_order"))
-        .transpose()?
-        .flatten();
-    let import_parcel = raw
-        .import_parcel
-        .as_ref()
-        .map(|r| per_unit(r, "import_parcel"))
-        .transpose()?
-        .flatten();
+    let takeout_order = match &raw.takeout_order {
+        Some(r) => per_unit(r.enabled, &r.rate, &r.cap_per_year, "takeout_order")?,
+        None => None,
+    };
+    let import_parcel = match &raw.import_parcel {
+        Some(r) => per_unit(r.enabled, &r.rate, &r.cap_per_year, "import_parcel")?,
+        None => None,
+    };
     let (rural_delivery, rural_enrollment_months) = match &raw.rural_delivery {
         Some(r) => {
             let months = whole(
@@ -681,14 +614,7 @@ pub fn parse_edition(text: &str, file: &str) -> Result<Edition, EditionError> {
                 "rural_delivery.enrollment_months",
                 1..=1200,
             )?;
-            let terms = per_unit(
-                &RawPerUnit {
-                    enabled: r.enabled,
-                    rate: r.rate.clone(),
-                    cap_per_year: r.cap_per_year.clone(),
-                },
-                "rural_delivery",
-            )?;
+            let terms = per_unit(r.enabled, &r.rate, &r.cap_per_year, "rural_delivery")?;
             (terms, months as u32)
         }
         None => (None, 0),
@@ -831,11 +757,6 @@ mod tests {
             })
         );
         assert_eq!(e.idle_day_fen, [None; 3]);
-        assert!(!e.configured(Program::CourierIdleDay));
-        assert!(Program::ALL
-            .iter()
-            .filter(|p| **p != Program::CourierIdleDay)
-            .all(|p| e.configured(*p)));
         for code in ["330109", "330110", "330112", "330122", "330127", "330182"] {
             assert_eq!(e.district_share_percent(code), 75, "{code}");
         }
@@ -848,31 +769,6 @@ mod tests {
             e.funding.districts_high.len() + e.funding.districts_low.len(),
             13
         );
-    }
-
-    #[test]
-    fn yuan_strings_become_fen_exactly() {
-        let cases = [
-            ("0.30", Some(30)),
-            ("1", Some(100)),
-            ("1.5", Some(150)),
-            ("200000.00", Some(20_000_000)),
-            ("0.01", Some(1)),
-            ("0", Some(0)),
-            ("1.234", None),
-            ("-1.00", None),
-            ("+1", None),
-            ("1e3", None),
-            (" 1", None),
-            ("1.", None),
-            (".5", None),
-            ("", None),
-            ("1,000", None),
-            ("9999999999999999", None),
-        ];
-        for (text, fen) in cases {
-            assert_eq!(parse_yuan_fen(text), fen, "{text:?}");
-        }
     }
 
     fn with(replace: &str, by: &str) -> String {
@@ -969,13 +865,12 @@ mod tests {
             "e.toml",
         )
         .unwrap();
-        assert!(!off.configured(Program::IdDevicePurchased));
+        assert_eq!(off.id_device_fen, None);
         let idle = parse_edition(
             &with("#   sealed = \"100.00\"", "sealed = \"100.00\""),
             "e.toml",
         )
         .unwrap();
-        assert!(idle.configured(Program::CourierIdleDay));
         assert_eq!(idle.idle_day_fen(ZoneType::Sealed), Some(10_000));
         assert_eq!(idle.idle_day_fen(ZoneType::Controlled), None);
     }

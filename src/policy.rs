@@ -46,6 +46,39 @@ pub fn percent_half_even_fen(amount_fen: i64, percent: i64) -> i64 {
     quotient + i64::from(rounds_up)
 }
 
+/// Parses yuan written as plain digits with at most two decimals (`"0.30"`, `"2000"`) into
+/// fen. `None` for anything else (signs, exponents, spaces, a third decimal, overflow).
+pub fn parse_yuan_fen(text: &str) -> Option<i64> {
+    let (whole, cents) = match text.split_once('.') {
+        Some((whole, fraction)) => {
+            if fraction.is_empty() || fraction.len() > 2 {
+                return None;
+            }
+            if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let cents: i64 = fraction.parse().ok()?;
+            (
+                whole,
+                if fraction.len() == 1 {
+                    cents * 10
+                } else {
+                    cents
+                },
+            )
+        }
+        None => (text, 0),
+    };
+    if whole.is_empty() || whole.len() > 15 || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(cents)
+}
+
 /// Fen as exact yuan with 2 decimal places.
 pub fn fen_to_yuan(fen: i64) -> Decimal {
     Decimal::new(fen, 2)
@@ -100,5 +133,30 @@ mod tests {
         assert_eq!(percent_half_even_fen(166_665, 30), 50_000);
         assert_eq!(percent_half_even_fen(166_660, 30), 49_998);
         assert_eq!(percent_half_even_fen(1, 30), 0);
+    }
+
+    #[test]
+    fn yuan_strings_become_fen_exactly() {
+        let cases = [
+            ("0.30", Some(30)),
+            ("1", Some(100)),
+            ("1.5", Some(150)),
+            ("200000.00", Some(20_000_000)),
+            ("0.01", Some(1)),
+            ("0", Some(0)),
+            ("1.234", None),
+            ("-1.00", None),
+            ("+1", None),
+            ("1e3", None),
+            (" 1", None),
+            ("1.", None),
+            (".5", None),
+            ("", None),
+            ("1,000", None),
+            ("9999999999999999", None),
+        ];
+        for (text, fen) in cases {
+            assert_eq!(parse_yuan_fen(text), fen, "{text:?}");
+        }
     }
 }

@@ -52,7 +52,7 @@
 //!
 //! `unit_key` is [`Event::unit_key`] and `local_date` is `d`.
 
-use crate::domain::{Event, EventBody, Program, Reason, Rejection, Unit};
+use crate::domain::{Event, EventBody, Reason, Rejection, Unit};
 use crate::edition::{Edition, Editions};
 use crate::policy;
 use crate::refdata::{Firm, Outlet, RefData, Zone};
@@ -112,7 +112,7 @@ pub fn evaluate<'a>(
             ),
         )
     };
-    let rate = |program: Program| {
+    let rate = || {
         edition
             .per_unit(program)
             .map(|terms| terms.rate_fen)
@@ -151,11 +151,11 @@ pub fn evaluate<'a>(
                 ));
             }
             firm_on("platform", platform_id)?;
-            (courier_id, &zone.district_code, rate(program)?)
+            (courier_id, &zone.district_code, rate()?)
         }
         EventBody::Import { firm_id, .. } => {
             let firm = firm_on("firm", firm_id)?;
-            (firm_id, &firm.district_code, rate(program)?)
+            (firm_id, &firm.district_code, rate()?)
         }
         EventBody::Rural {
             firm_id, outlet_id, ..
@@ -187,7 +187,7 @@ pub fn evaluate<'a>(
                     ),
                 ));
             }
-            (outlet_id, &outlet.district_code, rate(program)?)
+            (outlet_id, &outlet.district_code, rate()?)
         }
         EventBody::PlatformMonth {
             platform_id,

@@ -367,7 +367,7 @@ fn date(slot: Option<&Scalar<'_>>, name: &str) -> Result<NaiveDate, Rejection> {
 /// A price: a JSON string of yuan, plain digits with at most two decimals, above zero.
 fn price(slot: Option<&Scalar<'_>>, name: &str) -> Result<i64, Rejection> {
     let value = string(slot, name)?;
-    match crate::edition::parse_yuan_fen(value) {
+    match crate::policy::parse_yuan_fen(value) {
         Some(fen) if fen > 0 => Ok(fen),
         Some(_) => Err(field_error(name, format_args!("{} is not above zero", echo(value)))),
         None => Err(field_error(
