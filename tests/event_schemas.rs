@@ -673,61 +673,82 @@ fn collect_refs<'a>(schema: &'a Value, refs: &mut Vec<&'a str>) {
     }
 }
 
+/// The checks every per-type schema file passes: a valid draft 2020-12 schema with its
+/// URN and title, a description holding `needles`, extra fields allowed, `type` pinned,
+/// exactly the described fields required, and only references to its own definitions (so
+/// the file stands alone). Returns the required fields in file order.
+fn well_formed<'s>(
+    file: &str,
+    schema: &'s Value,
+    event_type: &str,
+    needles: &[&str],
+) -> Vec<&'s str> {
+    assert!(
+        jsonschema::meta::is_valid(schema),
+        "{file}: not a valid schema"
+    );
+    assert_eq!(schema["$schema"], DRAFT_2020_12, "{file}");
+    assert_eq!(schema["$id"], type_urn(event_type).as_str(), "{file}");
+    assert!(schema["title"].is_string(), "{file}: title");
+    let description = schema["description"].as_str().unwrap_or_default();
+    for needle in needles {
+        assert!(
+            description.contains(needle),
+            "{file}: description lacks {needle:?}"
+        );
+    }
+    assert_eq!(schema["additionalProperties"], true, "{file}");
+    assert_eq!(schema["properties"]["type"]["const"], event_type, "{file}");
+    // Every required field is described, and every described field is required.
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut properties: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted_required = required.clone();
+    sorted_required.sort_unstable();
+    properties.sort_unstable();
+    assert_eq!(sorted_required, properties, "{file}");
+    // Only local references, each to a definition of the file.
+    let mut refs = Vec::new();
+    collect_refs(schema, &mut refs);
+    assert!(!refs.is_empty(), "{file}");
+    for reference in refs {
+        let name = reference
+            .strip_prefix("#/$defs/")
+            .unwrap_or_else(|| panic!("{file}: $ref {reference}"));
+        assert!(
+            schema["$defs"].get(name).is_some(),
+            "{file}: $ref {reference} has no definition"
+        );
+    }
+    required
+}
+
 #[test]
 fn schema_files_are_well_formed_and_self_contained() {
     for event_type in TYPES {
         let file = format!("{event_type}.schema.json");
         let schema = load(&file);
-        assert!(
-            jsonschema::meta::is_valid(&schema),
-            "{file}: not a valid schema"
+        let required = well_formed(
+            &file,
+            &schema,
+            event_type,
+            &["Rate: ", "yuan", "Dedup key: "],
         );
-        assert_eq!(schema["$schema"], DRAFT_2020_12, "{file}");
-        assert_eq!(schema["$id"], type_urn(event_type).as_str(), "{file}");
-        assert!(schema["title"].is_string(), "{file}: title");
-        let description = schema["description"].as_str().unwrap_or_default();
-        for needle in ["Rate: ", "yuan", "Dedup key: "] {
-            assert!(
-                description.contains(needle),
-                "{file}: description lacks {needle:?}"
-            );
-        }
-        assert_eq!(schema["additionalProperties"], true, "{file}");
-        assert_eq!(schema["properties"]["type"]["const"], event_type, "{file}");
-        // Every required field is described, and every described field is required.
-        let required: Vec<&str> = schema["required"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let properties: Vec<&str> = schema["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let mut sorted_required = required.clone();
-        sorted_required.sort_unstable();
-        let mut sorted_properties = properties.clone();
-        sorted_properties.sort_unstable();
-        assert_eq!(sorted_required, sorted_properties, "{file}");
         let (_, base) = bases().into_iter().find(|(t, _)| *t == event_type).unwrap();
         let base_keys: Vec<&str> = base.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             required, base_keys,
             "{file}: required fields, in decoder order"
         );
-        // Only local references, so the file stands alone.
-        let mut refs = Vec::new();
-        collect_refs(&schema, &mut refs);
-        assert!(!refs.is_empty(), "{file}");
-        for reference in refs {
-            assert!(
-                reference.starts_with("#/$defs/"),
-                "{file}: $ref {reference}"
-            );
-        }
         assert_eq!(
             schema["$defs"]["identifier"]["pattern"], "^[A-Za-z0-9._:-]{1,64}$",
             "{file}"
@@ -1320,66 +1341,27 @@ fn v2_schemas_accept_their_examples_and_refuse_bad_payloads() {
     for event_type in V2_TYPES {
         let file = format!("{event_type}.schema.json");
         let schema = load(&file);
-        assert!(
-            jsonschema::meta::is_valid(&schema),
-            "{file}: not a valid schema"
+        let required = well_formed(
+            &file,
+            &schema,
+            event_type,
+            &[
+                "Rate: ",
+                "yuan",
+                "Dedup key: ",
+                "Rejection reasons",
+                "`schema_violation`",
+            ],
         );
-        assert_eq!(schema["$schema"], DRAFT_2020_12, "{file}");
-        assert_eq!(schema["$id"], type_urn(event_type).as_str(), "{file}");
-        assert!(schema["title"].is_string(), "{file}: title");
-        let description = schema["description"].as_str().unwrap_or_default();
-        for needle in [
-            "Rate: ",
-            "yuan",
-            "Dedup key: ",
-            "Rejection reasons",
-            "`schema_violation`",
-        ] {
-            assert!(
-                description.contains(needle),
-                "{file}: description lacks {needle:?}"
-            );
-        }
-        assert_eq!(schema["additionalProperties"], true, "{file}");
-        assert_eq!(schema["properties"]["type"]["const"], event_type, "{file}");
-        let required: Vec<&str> = schema["required"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
         assert_eq!(
             required[..3],
             ["type", "event_id", "occurred_at"],
             "{file}: the envelope first"
         );
-        let mut properties: Vec<&str> = schema["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let mut sorted_required = required.clone();
-        sorted_required.sort_unstable();
-        properties.sort_unstable();
-        assert_eq!(sorted_required, properties, "{file}");
         for (name, property) in schema["properties"].as_object().unwrap() {
             assert!(
                 property["description"].is_string(),
                 "{file}: {name} has no description"
-            );
-        }
-        // Only local references, each to a definition of the file.
-        let mut refs = Vec::new();
-        collect_refs(&schema, &mut refs);
-        assert!(!refs.is_empty(), "{file}");
-        for reference in refs {
-            let name = reference
-                .strip_prefix("#/$defs/")
-                .unwrap_or_else(|| panic!("{file}: $ref {reference}"));
-            assert!(
-                schema["$defs"].get(name).is_some(),
-                "{file}: $ref {reference} has no definition"
             );
         }
         // The shared definitions, verbatim.
