@@ -36,11 +36,17 @@ pub enum Program {
     VillageOutletClosed,
     /// A courier's day of lost work in a zone: the edition's allowance, if it sets one.
     CourierIdleDay,
+    /// A producer withdraws a ledger record (any program above): pays nothing itself; the
+    /// record it names stays in the ledger marked voided and is not paid.
+    UnitVoided,
+    /// Article 21: a firm's subsidies for a period (and from the revocation on) are
+    /// clawed back; pays nothing itself.
+    SubsidyRevoked,
 }
 
 impl Program {
     /// All programs, in the order reports list them (and their byte in a unit record).
-    pub const ALL: [Program; 11] = [
+    pub const ALL: [Program; 13] = [
         Program::TakeoutOrder,
         Program::ImportParcel,
         Program::RuralDelivery,
@@ -52,7 +58,34 @@ impl Program {
         Program::VillageOutletOpened,
         Program::VillageOutletClosed,
         Program::CourierIdleDay,
+        Program::UnitVoided,
+        Program::SubsidyRevoked,
     ];
+
+    /// The ledger's programs: every one but the two actions on it (voids, revocations).
+    /// These are what a void may name and what `report --program` selects.
+    pub const LEDGER: [Program; 11] = {
+        let mut ledger = [Program::TakeoutOrder; 11];
+        let mut i = 0;
+        while i < ledger.len() {
+            ledger[i] = Program::ALL[i];
+            i += 1;
+        }
+        ledger
+    };
+
+    /// True for the actions on the ledger (`unit_voided`, `subsidy_revoked`): accepted,
+    /// they are records of their own that pay nothing.
+    pub fn is_action(self) -> bool {
+        matches!(self, Program::UnitVoided | Program::SubsidyRevoked)
+    }
+
+    /// Parses a ledger program's name (what a void may name); `None` for anything else.
+    pub fn ledger_from_type(type_name: &str) -> Option<Program> {
+        Program::LEDGER
+            .into_iter()
+            .find(|p| p.as_str() == type_name)
+    }
 
     /// The program's name as it appears in events (`type`) and in ClickHouse (`program`).
     pub fn as_str(self) -> &'static str {
@@ -68,6 +101,8 @@ impl Program {
             Program::VillageOutletOpened => "village_outlet_opened",
             Program::VillageOutletClosed => "village_outlet_closed",
             Program::CourierIdleDay => "courier_idle_day",
+            Program::UnitVoided => "unit_voided",
+            Program::SubsidyRevoked => "subsidy_revoked",
         }
     }
 
@@ -306,6 +341,22 @@ pub enum EventBody<'a> {
         zone_id: Cow<'a, str>,
         date: NaiveDate,
     },
+    /// `type = "unit_voided"`: withdraws the ledger record `program`/`key`.
+    Void {
+        /// The voided record's program (a ledger program, never an action).
+        program: Program,
+        /// The voided record's unit key, as [`Event::unit_key`] builds it.
+        key: String,
+        void_reason: Cow<'a, str>,
+    },
+    /// `type = "subsidy_revoked"` (Article 21).
+    Revoke {
+        firm_id: Cow<'a, str>,
+        period_from: NaiveDate,
+        period_to: NaiveDate,
+        reason: Cow<'a, str>,
+        revoked_by: Cow<'a, str>,
+    },
 }
 
 /// `site_type` of a locker: every site type pays (SPEC §8).
@@ -331,6 +382,8 @@ impl<'a> Event<'a> {
             EventBody::VillageOpened { .. } => Program::VillageOutletOpened,
             EventBody::VillageClosed { .. } => Program::VillageOutletClosed,
             EventBody::IdleDay { .. } => Program::CourierIdleDay,
+            EventBody::Void { .. } => Program::UnitVoided,
+            EventBody::Revoke { .. } => Program::SubsidyRevoked,
         }
     }
 
@@ -378,8 +431,27 @@ impl<'a> Event<'a> {
                 date,
                 ..
             } => Cow::Owned(format!("{platform_id}/{courier_id}/{date}")),
+            EventBody::Void { program, key, .. } => Cow::Owned(void_key(*program, key)),
+            EventBody::Revoke {
+                firm_id,
+                period_from,
+                period_to,
+                ..
+            } => Cow::Owned(format!("{firm_id}/{period_from}/{period_to}")),
         }
     }
+}
+
+/// The unit key of a void of `program`'s record `key`: `program/key`. Program names hold
+/// no `/`, so [`voided_record`] splits it back at the first one.
+pub fn void_key(program: Program, key: &str) -> String {
+    format!("{}/{key}", program.as_str())
+}
+
+/// The record a void's unit key names: its program and key.
+pub fn voided_record(void_key: &str) -> Option<(Program, &str)> {
+    let (program, key) = void_key.split_once('/')?;
+    Some((Program::ledger_from_type(program)?, key))
 }
 
 /// One unit a subsidy is paid for: the outcome of the rules for an eligible event, before
@@ -399,4 +471,11 @@ pub struct Unit<'a> {
     pub local_date: NaiveDate,
     /// The nominal amount of this unit in fen (1 yuan = 100 fen).
     pub amount_fen: i64,
+    /// The firm Article 18 judged and Article 21 revokes: the platform (takeout, idle
+    /// days), the outlet's firm (rural), the recipient firm otherwise; for a revocation
+    /// the revoked firm; empty for a void.
+    pub eligible_firm: &'a str,
+    /// Free text kept with the record: a void's `void_reason`; a revocation's
+    /// `revoked_by`, a tab, and its `reason` (neither holds a control character).
+    pub note: Cow<'a, str>,
 }

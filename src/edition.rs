@@ -285,8 +285,36 @@ impl Editions {
     /// - `{policy.cap_fen}`: the yearly cap in fen of the row's `program` in its `year`, `-1`
     ///   for none (the later edition wins a year two editions share);
     /// - `{policy.district_share_percent}`: the local share of the row's `district_code` in
-    ///   its `month` (the later edition wins a month two editions share).
-    pub fn sql_placeholders(&self) -> [(&'static str, String); 2] {
+    ///   its `month` (the later edition wins a month two editions share);
+    /// - `{policy.anniversaries}`: how many anniversaries a village outlet opened on
+    ///   `opened_on` earns (0 when the edition in force that day sets no outlet terms);
+    /// - `{policy.anniversary_fen}`: what an anniversary on the date `anniversary` pays
+    ///   (0 outside every edition, or where the edition in force pays none);
+    /// - `{policy.penalty_months}`: Article 18's penalty window in months of the edition in
+    ///   force on `anniversary` (the day a firm's eligibility is judged).
+    pub fn sql_placeholders(&self) -> [(&'static str, String); 5] {
+        let on = |column: &str, value: &dyn Fn(&Edition) -> i64| -> String {
+            let arms: Vec<String> = self
+                .editions
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{column} >= toDate('{}') AND {column} <= toDate('{}'), {}",
+                        e.first_day,
+                        e.last_day,
+                        value(e)
+                    )
+                })
+                .collect();
+            format!("multiIf({}, 0)", arms.join(", "))
+        };
+        let anniversaries = on("opened_on", &|e| {
+            e.village_outlet.map_or(0, |v| i64::from(v.anniversaries))
+        });
+        let anniversary_fen = on("anniversary", &|e| {
+            e.village_outlet.map_or(0, |v| v.anniversary_fen)
+        });
+        let penalty_months = on("anniversary", &|e| i64::from(e.penalty_months));
         let mut caps: Vec<String> = Vec::new();
         let mut shares: Vec<String> = Vec::new();
         for edition in self.editions.iter().rev() {
@@ -336,6 +364,9 @@ impl Editions {
                 "{policy.district_share_percent}",
                 format!("multiIf({}, {low})", shares.join(", ")),
             ),
+            ("{policy.anniversaries}", anniversaries),
+            ("{policy.anniversary_fen}", anniversary_fen),
+            ("{policy.penalty_months}", penalty_months),
         ]
     }
 }
@@ -898,7 +929,7 @@ mod tests {
             both.in_force(d("2025-05-01")).unwrap().name,
             "hangzhou-2022"
         );
-        let [(_, caps), (_, shares)] = both.sql_placeholders();
+        let [(_, caps), (_, shares), ..] = both.sql_placeholders();
         assert!(
             caps.starts_with(
                 "multiIf(program = 'import_parcel' AND year >= 2026 AND year <= 2026, 10000000"

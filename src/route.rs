@@ -21,8 +21,13 @@
 
 use crate::domain::Program;
 
-/// Version byte of the record encoding; a reader refuses any other.
-pub const RECORD_VERSION: u8 = 1;
+/// Version byte of the record encoding this build writes. Version 2 adds the eligible
+/// firm and the note; a reader also takes version 1 (records a previous build left on the
+/// topic), with both empty, and refuses any other.
+pub const RECORD_VERSION: u8 = 2;
+
+/// The oldest record version a reader takes.
+const RECORD_VERSION_OLDEST: u8 = 1;
 
 /// Flag bit: the fault-injection poison hook marked the source message (tests only; see
 /// [`crate::crash::is_poison`]).
@@ -238,6 +243,17 @@ pub fn key_hash(program: Program, unit_key: &str) -> u128 {
     hasher.digest128()
 }
 
+/// The hash of the key whose owner decides a record: its own key's, except a void's,
+/// which is decided by the owner of the record it names — so the owner sees the void and
+/// the record in one order, whichever arrived first, and a void that comes first waits
+/// there for its record.
+pub fn owner_hash(program: Program, unit_key: &str) -> u128 {
+    match (program, crate::domain::voided_record(unit_key)) {
+        (Program::UnitVoided, Some((voided, key))) => key_hash(voided, key),
+        _ => key_hash(program, unit_key),
+    }
+}
+
 /// The units-topic partition that owns a key. Depends on the key and the partition count
 /// only, so the count is fixed for a deployment's life (README: growing past one machine).
 pub fn owner_partition(key_hash: u128, partitions: u32) -> i32 {
@@ -266,13 +282,17 @@ pub struct UnitRecord<'a> {
     pub amount_fen: i64,
     /// [`FLAG_POISON`] or 0.
     pub flags: u8,
+    /// The firm Article 18 judged and Article 21 may revoke ([`crate::domain::Unit`]).
+    pub eligible_firm: &'a str,
+    /// A void's reason, a revocation's issuer and reason ([`crate::domain::Unit`]).
+    pub note: &'a str,
 }
 
 /// Why a record could not be read. Records are written only by this program, so this
 /// means another writer or another version shares the topic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    #[error("unit record version {0} (this build reads {RECORD_VERSION}): another build or writer uses the units topic")]
+    #[error("unit record version {0} (this build reads {RECORD_VERSION_OLDEST} to {RECORD_VERSION}): another build or writer uses the units topic")]
     Version(u8),
     #[error("unit record cut short or malformed ({0})")]
     Malformed(&'static str),
@@ -305,6 +325,8 @@ impl<'a> UnitRecord<'a> {
             self.unit_key,
             self.recipient_id,
             self.district_code,
+            self.eligible_firm,
+            self.note,
         ] {
             out.extend_from_slice(&(text.len() as u32).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
@@ -315,7 +337,7 @@ impl<'a> UnitRecord<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<UnitRecord<'a>, RecordError> {
         let mut reader = Reader { bytes };
         let version = reader.u8()?;
-        if version != RECORD_VERSION {
+        if !(RECORD_VERSION_OLDEST..=RECORD_VERSION).contains(&version) {
             return Err(RecordError::Version(version));
         }
         let flags = reader.u8()?;
@@ -342,6 +364,17 @@ impl<'a> UnitRecord<'a> {
             local_date_days,
             amount_fen,
             flags,
+            eligible_firm: "",
+            note: "",
+        };
+        let record = if version >= 2 {
+            UnitRecord {
+                eligible_firm: reader.text()?,
+                note: reader.text()?,
+                ..record
+            }
+        } else {
+            record
         };
         if !reader.bytes.is_empty() {
             return Err(RecordError::Malformed("trailing bytes"));
@@ -395,6 +428,8 @@ pub(crate) fn sample_record() -> UnitRecord<'static> {
         local_date_days: 19_675,
         amount_fen: 100,
         flags: 0,
+        eligible_firm: "sf-express",
+        note: "",
     }
 }
 

@@ -29,6 +29,12 @@
 //!    and last, for every paying program, `program_not_configured` when the edition in
 //!    force pays nothing for it (for an idle day: nothing for the zone's type).
 //!
+//! The actions on the ledger skip step 5 (a void or an audit may come after the period):
+//! - `unit_voided`: no checks; a record of its own (key `program/key`, see
+//!   [`crate::domain::void_key`]) paying nothing, carrying its `void_reason`;
+//! - `subsidy_revoked`: `unknown_firm` only; recipient and eligible firm the revoked firm,
+//!   its note `revoked_by`, a tab, `reason`.
+//!
 //! Firm eligibility is Article 18, see [`firm_eligible_on`]. All date windows are on the
 //! local date `d`; "one year" and "3 years" are the edition's `penalty_months` and
 //! `enrollment_months`, calendar months added with [`policy::add_months`] (a leap day plus
@@ -57,6 +63,7 @@ use crate::edition::{Edition, Editions};
 use crate::policy;
 use crate::refdata::{Firm, Outlet, RefData, Zone};
 use chrono::{Duration, NaiveDate, TimeZone};
+use std::borrow::Cow;
 
 /// Applies SPEC §5 steps 5–6 to a decoded event: the unit it earns (before dedup and caps),
 /// or the first failing check.
@@ -71,6 +78,41 @@ pub fn evaluate<'a>(
     editions: &Editions,
 ) -> Result<Unit<'a>, Rejection> {
     let local_date = event.booking_date();
+    // The actions on the ledger come first: no policy period (a void or an audit may come
+    // after it) and no program checks but a revoked firm's existence.
+    match &event.body {
+        EventBody::Void { void_reason, .. } => {
+            return Ok(Unit {
+                program: event.program(),
+                unit_key: event.unit_key(),
+                recipient_id: "",
+                district_code: "",
+                local_date,
+                amount_fen: 0,
+                eligible_firm: "",
+                note: Cow::Borrowed(void_reason.as_ref()),
+            })
+        }
+        EventBody::Revoke {
+            firm_id,
+            reason,
+            revoked_by,
+            ..
+        } => {
+            let firm = known_firm(refdata, "firm", firm_id)?;
+            return Ok(Unit {
+                program: event.program(),
+                unit_key: event.unit_key(),
+                recipient_id: firm_id,
+                district_code: &firm.district_code,
+                local_date,
+                amount_fen: 0,
+                eligible_firm: firm_id,
+                note: Cow::Owned(format!("{revoked_by}\t{reason}")),
+            });
+        }
+        _ => {}
+    }
     if let EventBody::CountyCenter { district_code, .. }
     | EventBody::VillageOpened { district_code, .. } = &event.body
     {
@@ -124,180 +166,187 @@ pub fn evaluate<'a>(
         Ok(firm)
     };
 
-    let (recipient_id, district_code, amount_fen): (&str, &str, i64) = match &event.body {
-        EventBody::Takeout {
-            platform_id,
-            courier_id,
-            zone_id,
-            courier_released,
-            ..
-        } => {
-            let zone = known_zone(refdata, zone_id)?;
-            if !(zone.active_from <= event.occurred_at && event.occurred_at <= zone.active_to) {
-                return Err(Rejection::new(
-                    Reason::ZoneInactive,
-                    format!(
-                        "zone \"{zone_id}\" active {}..{}, event at {}",
-                        zone.active_from.to_rfc3339(),
-                        zone.active_to.to_rfc3339(),
-                        event.occurred_at.to_rfc3339()
-                    ),
-                ));
+    let (recipient_id, district_code, amount_fen, eligible_firm): (&str, &str, i64, &str) =
+        match &event.body {
+            EventBody::Takeout {
+                platform_id,
+                courier_id,
+                zone_id,
+                courier_released,
+                ..
+            } => {
+                let zone = known_zone(refdata, zone_id)?;
+                if !(zone.active_from <= event.occurred_at && event.occurred_at <= zone.active_to) {
+                    return Err(Rejection::new(
+                        Reason::ZoneInactive,
+                        format!(
+                            "zone \"{zone_id}\" active {}..{}, event at {}",
+                            zone.active_from.to_rfc3339(),
+                            zone.active_to.to_rfc3339(),
+                            event.occurred_at.to_rfc3339()
+                        ),
+                    ));
+                }
+                if !courier_released {
+                    return Err(Rejection::new(
+                        Reason::CourierNotReleased,
+                        format!(
+                            "courier \"{courier_id}\" not released (courier_released is false)"
+                        ),
+                    ));
+                }
+                firm_on("platform", platform_id)?;
+                (courier_id, &zone.district_code, rate()?, platform_id)
             }
-            if !courier_released {
-                return Err(Rejection::new(
-                    Reason::CourierNotReleased,
-                    format!("courier \"{courier_id}\" not released (courier_released is false)"),
-                ));
+            EventBody::Import { firm_id, .. } => {
+                let firm = firm_on("firm", firm_id)?;
+                (firm_id, &firm.district_code, rate()?, firm_id)
             }
-            firm_on("platform", platform_id)?;
-            (courier_id, &zone.district_code, rate()?)
-        }
-        EventBody::Import { firm_id, .. } => {
-            let firm = firm_on("firm", firm_id)?;
-            (firm_id, &firm.district_code, rate()?)
-        }
-        EventBody::Rural {
-            firm_id, outlet_id, ..
-        } => {
-            let outlet = refdata.outlets.get(outlet_id.as_ref()).ok_or_else(|| {
-                Rejection::new(
-                    Reason::UnknownOutlet,
-                    format!("outlet \"{outlet_id}\" is not in the outlets reference data"),
-                )
-            })?;
-            if outlet.firm_id != *firm_id {
-                return Err(Rejection::new(
+            EventBody::Rural {
+                firm_id, outlet_id, ..
+            } => {
+                let outlet = refdata.outlets.get(outlet_id.as_ref()).ok_or_else(|| {
+                    Rejection::new(
+                        Reason::UnknownOutlet,
+                        format!("outlet \"{outlet_id}\" is not in the outlets reference data"),
+                    )
+                })?;
+                if outlet.firm_id != *firm_id {
+                    return Err(Rejection::new(
                     Reason::OutletFirmMismatch,
                     format!(
                         "outlet \"{outlet_id}\" belongs to firm \"{}\", not to the event's firm \"{firm_id}\"",
                         outlet.firm_id
                     ),
                 ));
-            }
-            firm_on("firm", firm_id)?;
-            if !outlet_enrolled_on(outlet, local_date, edition) {
-                let enrolled_on = outlet.enrolled_on;
-                let end = policy::add_months(enrolled_on, edition.rural_enrollment_months);
-                let last = end.pred_opt().unwrap_or(end);
-                return Err(Rejection::new(
+                }
+                firm_on("firm", firm_id)?;
+                if !outlet_enrolled_on(outlet, local_date, edition) {
+                    let enrolled_on = outlet.enrolled_on;
+                    let end = policy::add_months(enrolled_on, edition.rural_enrollment_months);
+                    let last = end.pred_opt().unwrap_or(end);
+                    return Err(Rejection::new(
                     Reason::OutletNotEnrolled,
                     format!(
                         "outlet \"{outlet_id}\" not enrolled on {local_date}: enrolled on {enrolled_on}, eligible {enrolled_on} through {last}"
                     ),
                 ));
+                }
+                (outlet_id, &outlet.district_code, rate()?, firm_id)
             }
-            (outlet_id, &outlet.district_code, rate()?)
-        }
-        EventBody::PlatformMonth {
-            platform_id,
-            month,
-            prevention_measures,
-            couriers_managed,
-            sites_disinfected,
-        } => {
-            let platform = firm_on("platform", platform_id)?;
-            let missing: Vec<&str> = [
-                ("prevention_measures", prevention_measures),
-                ("couriers_managed", couriers_managed),
-                ("sites_disinfected", sites_disinfected),
-            ]
-            .into_iter()
-            .filter(|(_, attested)| !**attested)
-            .map(|(name, _)| name)
-            .collect();
-            if !missing.is_empty() {
-                return Err(Rejection::new(
-                    Reason::AttestationIncomplete,
-                    format!(
+            EventBody::PlatformMonth {
+                platform_id,
+                month,
+                prevention_measures,
+                couriers_managed,
+                sites_disinfected,
+            } => {
+                let platform = firm_on("platform", platform_id)?;
+                let missing: Vec<&str> = [
+                    ("prevention_measures", prevention_measures),
+                    ("couriers_managed", couriers_managed),
+                    ("sites_disinfected", sites_disinfected),
+                ]
+                .into_iter()
+                .filter(|(_, attested)| !**attested)
+                .map(|(name, _)| name)
+                .collect();
+                if !missing.is_empty() {
+                    return Err(Rejection::new(
+                        Reason::AttestationIncomplete,
+                        format!(
                         "platform \"{platform_id}\" attests {} without {} (all three must be true)",
                         month.format("%Y-%m"),
                         missing.join(", ")
                     ),
-                ));
+                    ));
+                }
+                let award = edition
+                    .platform_month_award_fen
+                    .ok_or_else(not_configured)?;
+                (platform_id, &platform.district_code, award, platform_id)
             }
-            let award = edition
-                .platform_month_award_fen
-                .ok_or_else(not_configured)?;
-            (platform_id, &platform.district_code, award)
-        }
-        EventBody::Infection { platform_id, .. } => {
-            let platform = known_firm(refdata, "platform", platform_id)?;
-            (platform_id, &platform.district_code, 0)
-        }
-        EventBody::Locker {
-            purchaser_id,
-            price_fen,
-            ..
-        } => {
-            let purchaser = firm_on("purchaser", purchaser_id)?;
-            let terms = edition.locker.ok_or_else(not_configured)?;
-            let share = policy::percent_half_even_fen(*price_fen, terms.price_share_percent);
-            (
+            EventBody::Infection { platform_id, .. } => {
+                let platform = known_firm(refdata, "platform", platform_id)?;
+                (platform_id, &platform.district_code, 0, platform_id)
+            }
+            EventBody::Locker {
                 purchaser_id,
-                &purchaser.district_code,
-                share.min(terms.max_fen),
-            )
-        }
-        EventBody::IdDevice { firm_id, .. } => {
-            let firm = firm_on("firm", firm_id)?;
-            let amount = edition.id_device_fen.ok_or_else(not_configured)?;
-            (firm_id, &firm.district_code, amount)
-        }
-        EventBody::CountyCenter {
-            firm_id,
-            district_code,
-            ..
-        } => {
-            firm_on("firm", firm_id)?;
-            let amount = edition.county_center_fen.ok_or_else(not_configured)?;
-            (firm_id, district_code, amount)
-        }
-        EventBody::VillageOpened {
-            firm_id,
-            district_code,
-            ..
-        } => {
-            firm_on("firm", firm_id)?;
-            let terms = edition.village_outlet.ok_or_else(not_configured)?;
-            (firm_id, district_code, terms.opening_fen)
-        }
-        EventBody::VillageClosed { firm_id, .. } => {
-            let firm = known_firm(refdata, "firm", firm_id)?;
-            (firm_id, &firm.district_code, 0)
-        }
-        EventBody::IdleDay {
-            platform_id,
-            courier_id,
-            zone_id,
-            date,
-        } => {
-            let zone = known_zone(refdata, zone_id)?;
-            if !zone_touches_day(zone, *date) {
-                return Err(Rejection::new(
-                    Reason::ZoneInactive,
-                    format!(
-                        "zone \"{zone_id}\" active {}..{}, which does not touch {date}",
-                        zone.active_from.to_rfc3339(),
-                        zone.active_to.to_rfc3339(),
-                    ),
-                ));
-            }
-            firm_on("platform", platform_id)?;
-            let allowance = edition.idle_day_fen(zone.zone_type).ok_or_else(|| {
-                Rejection::new(
-                    Reason::ProgramNotConfigured,
-                    format!(
-                        "edition `{}` ({}) sets no lost-work allowance for a {} zone on {date}",
-                        edition.name,
-                        edition.source,
-                        zone.zone_type.as_str()
-                    ),
+                price_fen,
+                ..
+            } => {
+                let purchaser = firm_on("purchaser", purchaser_id)?;
+                let terms = edition.locker.ok_or_else(not_configured)?;
+                let share = policy::percent_half_even_fen(*price_fen, terms.price_share_percent);
+                (
+                    purchaser_id,
+                    &purchaser.district_code,
+                    share.min(terms.max_fen),
+                    purchaser_id,
                 )
-            })?;
-            (courier_id, &zone.district_code, allowance)
-        }
-    };
+            }
+            EventBody::IdDevice { firm_id, .. } => {
+                let firm = firm_on("firm", firm_id)?;
+                let amount = edition.id_device_fen.ok_or_else(not_configured)?;
+                (firm_id, &firm.district_code, amount, firm_id)
+            }
+            EventBody::CountyCenter {
+                firm_id,
+                district_code,
+                ..
+            } => {
+                firm_on("firm", firm_id)?;
+                let amount = edition.county_center_fen.ok_or_else(not_configured)?;
+                (firm_id, district_code, amount, firm_id)
+            }
+            EventBody::VillageOpened {
+                firm_id,
+                district_code,
+                ..
+            } => {
+                firm_on("firm", firm_id)?;
+                let terms = edition.village_outlet.ok_or_else(not_configured)?;
+                (firm_id, district_code, terms.opening_fen, firm_id)
+            }
+            EventBody::VillageClosed { firm_id, .. } => {
+                let firm = known_firm(refdata, "firm", firm_id)?;
+                (firm_id, &firm.district_code, 0, firm_id)
+            }
+            EventBody::IdleDay {
+                platform_id,
+                courier_id,
+                zone_id,
+                date,
+            } => {
+                let zone = known_zone(refdata, zone_id)?;
+                if !zone_touches_day(zone, *date) {
+                    return Err(Rejection::new(
+                        Reason::ZoneInactive,
+                        format!(
+                            "zone \"{zone_id}\" active {}..{}, which does not touch {date}",
+                            zone.active_from.to_rfc3339(),
+                            zone.active_to.to_rfc3339(),
+                        ),
+                    ));
+                }
+                firm_on("platform", platform_id)?;
+                let allowance = edition.idle_day_fen(zone.zone_type).ok_or_else(|| {
+                    Rejection::new(
+                        Reason::ProgramNotConfigured,
+                        format!(
+                            "edition `{}` ({}) sets no lost-work allowance for a {} zone on {date}",
+                            edition.name,
+                            edition.source,
+                            zone.zone_type.as_str()
+                        ),
+                    )
+                })?;
+                (courier_id, &zone.district_code, allowance, platform_id)
+            }
+            EventBody::Void { .. } | EventBody::Revoke { .. } => {
+                unreachable!("the actions on the ledger returned above")
+            }
+        };
     assert!(amount_fen >= 0, "a unit never pays a negative amount");
     Ok(Unit {
         program,
@@ -306,6 +355,8 @@ pub fn evaluate<'a>(
         district_code,
         local_date,
         amount_fen,
+        eligible_firm,
+        note: Cow::Borrowed(""),
     })
 }
 
@@ -569,6 +620,8 @@ mod tests {
                     district_code: "330109", // the zone's, not the platform's 330106
                     local_date: d("2022-09-03"),
                     amount_fen: 100,
+                    eligible_firm: "P1", // the platform
+                    note: "".into(),
                 },
             ),
             (
@@ -580,6 +633,8 @@ mod tests {
                     district_code: "330110", // the firm's
                     local_date: d("2024-01-01"),
                     amount_fen: 100,
+                    eligible_firm: "F1",
+                    note: "".into(),
                 },
             ),
             (
@@ -591,6 +646,8 @@ mod tests {
                     district_code: "330127", // the outlet's, not the firm's 330110
                     local_date: d("2024-05-05"),
                     amount_fen: 30,
+                    eligible_firm: "F1", // the outlet's firm
+                    note: "".into(),
                 },
             ),
         ];

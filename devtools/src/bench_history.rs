@@ -207,6 +207,15 @@ pub async fn seed(
                 local_date_days: day,
                 amount_fen,
                 flags: 0,
+                // The seeded programs' eligible firm: the recipient firm, the platform
+                // (takeout: the key's first field) or the outlet's firm (rural; the seed
+                // has no outlets table to look it up in, so the recipient stands in).
+                eligible_firm: unit_key
+                    .split('/')
+                    .next()
+                    .filter(|_| program == Program::TakeoutOrder)
+                    .unwrap_or(&recipient),
+                note: "",
             };
             let owner = owner_partition(key_hash(program, &unit_key), units_partitions) as usize;
             // Full sets of records, as a busy admit stage routes them.
@@ -220,6 +229,8 @@ pub async fn seed(
                 decided_at_unix_s: at,
                 reason: "",
                 detail: "",
+                voided: false,
+                voids_position: 0,
             }
             .encode(&mut pending[owner]);
             seeded.units += 1;

@@ -11,7 +11,7 @@
 //!    a message with no value at all, never reaches this function: `run` rejects it as
 //!    `malformed_json` itself.)
 //! 2. `schema_violation`: the value is not a JSON object, or `type` is missing or not a string.
-//! 3. `unknown_type`: a string `type` other than those of SPEC §3 and §8 (the eleven
+//! 3. `unknown_type`: a string `type` other than those of SPEC §3 and §8 (the thirteen
 //!    [`Program`]s' names).
 //! 4. `schema_violation`: a field of that type is missing, `null`, of the wrong JSON kind, or
 //!    has a bad value. Fields are checked one at a time, each completely (presence, kind,
@@ -31,7 +31,14 @@
 //!      here; the rules check it is one of the editions' districts);
 //!    - `village_outlet_opened`: `firm_id`, `outlet_id`, `village_code`, `district_code`;
 //!    - `village_outlet_closed`: `firm_id`, `outlet_id`;
-//!    - `courier_idle_day`: `platform_id`, `courier_id`, `zone_id`, `date` (`YYYY-MM-DD`).
+//!    - `courier_idle_day`: `platform_id`, `courier_id`, `zone_id`, `date` (`YYYY-MM-DD`);
+//!    - `unit_voided`: `program` (a ledger program: not a void or a revocation), then the
+//!      fields of that program's unit key in the order above (an infection's and an idle
+//!      day's: `platform_id`, `courier_id`, `date`), then `void_reason`;
+//!    - `subsidy_revoked`: `firm_id`, `period_from`, `period_to` (dates, `period_from` not
+//!      after `period_to`), `reason`, `revoked_by`.
+//!
+//!    Free text (`void_reason`, `reason`) is 1–500 code points, none a control character.
 //!
 //!    So a bad `occurred_at` wins over a missing `platform_id`, but a missing `event_id`
 //!    wins over a bad `occurred_at`.
@@ -81,7 +88,7 @@ mod scan;
 const IDENTIFIER_MAX_LEN: usize = 64;
 
 /// The event types, as the `unknown_type` detail lists them.
-const KNOWN_TYPES: &str = "takeout_order, import_parcel, rural_delivery, platform_month_attested, courier_infection, locker_purchased, id_device_purchased, county_center_opened, village_outlet_opened, village_outlet_closed, courier_idle_day";
+const KNOWN_TYPES: &str = "takeout_order, import_parcel, rural_delivery, platform_month_attested, courier_infection, locker_purchased, id_device_purchased, county_center_opened, village_outlet_opened, village_outlet_closed, courier_idle_day, unit_voided, subsidy_revoked";
 
 /// Longest prefix of a producer's value echoed back in a rejection detail, in characters.
 const ECHO_MAX_CHARS: usize = 80;
@@ -185,6 +192,33 @@ pub fn decode(payload: &[u8]) -> Result<Event<'_>, Rejection> {
             zone_id: identifier(fields.zone_id.take(), "zone_id")?,
             date: date(fields.date.as_ref(), "date")?,
         },
+        Program::UnitVoided => {
+            let program = voided_program(fields.program.as_ref())?;
+            let key = voided_key(program, &mut fields)?;
+            EventBody::Void {
+                program,
+                key,
+                void_reason: text(fields.void_reason.take(), "void_reason")?,
+            }
+        }
+        Program::SubsidyRevoked => {
+            let firm_id = identifier(fields.firm_id.take(), "firm_id")?;
+            let period_from = date(fields.period_from.as_ref(), "period_from")?;
+            let period_to = date(fields.period_to.as_ref(), "period_to")?;
+            if period_from > period_to {
+                return Err(field_error(
+                    "period_to",
+                    format_args!("{period_to} is before period_from {period_from}"),
+                ));
+            }
+            EventBody::Revoke {
+                firm_id,
+                period_from,
+                period_to,
+                reason: text(fields.reason.take(), "reason")?,
+                revoked_by: identifier(fields.revoked_by.take(), "revoked_by")?,
+            }
+        }
     };
     Ok(Event {
         event_id,
@@ -339,6 +373,89 @@ fn boolean(slot: Option<&Scalar<'_>>, name: &str) -> Result<bool, Rejection> {
             format_args!("expected a JSON boolean, got {}", other.kind()),
         )),
     }
+}
+
+/// Longest free text (`void_reason`, a revocation's `reason`), in code points.
+const TEXT_MAX_CHARS: usize = 500;
+
+/// Free text: 1–500 code points, none of them a control character (SPEC §8).
+fn text<'a>(slot: Option<Scalar<'a>>, name: &str) -> Result<Cow<'a, str>, Rejection> {
+    let value = match slot {
+        Some(Scalar::Str(value)) => value,
+        other => return Err(not_a_string(other.as_ref(), name)),
+    };
+    let chars = value.chars().count();
+    if chars == 0 {
+        return Err(field_error(name, "empty text (1-500 printable characters)"));
+    }
+    if chars > TEXT_MAX_CHARS {
+        return Err(field_error(
+            name,
+            format_args!("{chars} characters, more than {TEXT_MAX_CHARS}"),
+        ));
+    }
+    if let Some(control) = value.chars().find(|c| c.is_control()) {
+        return Err(field_error(
+            name,
+            format_args!(
+                "holds the control character U+{:04X} (only printable characters)",
+                control as u32
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// A void's `program`: the name of a ledger program (never a void or a revocation).
+fn voided_program(slot: Option<&Scalar<'_>>) -> Result<Program, Rejection> {
+    let name = string(slot, "program")?;
+    Program::ledger_from_type(name).ok_or_else(|| {
+        let names: Vec<&str> = Program::LEDGER.iter().map(|p| p.as_str()).collect();
+        field_error(
+            "program",
+            format_args!(
+                "{} is not a program a void may name (one of {})",
+                echo(name),
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// The unit key of the record a void names, from the fields of that program's key (an
+/// infection's local date given as `date`), joined as [`Event::unit_key`] joins them.
+fn voided_key(program: Program, fields: &mut Fields<'_>) -> Result<String, Rejection> {
+    let id = |slot: &mut Option<Scalar<'_>>, name: &str| -> Result<String, Rejection> {
+        identifier(slot.take(), name).map(Cow::into_owned)
+    };
+    Ok(match program {
+        Program::TakeoutOrder => format!(
+            "{}/{}",
+            id(&mut fields.platform_id, "platform_id")?,
+            id(&mut fields.order_id, "order_id")?
+        ),
+        Program::ImportParcel | Program::RuralDelivery => id(&mut fields.waybill_no, "waybill_no")?,
+        Program::PlatformMonthAttested => format!(
+            "{}/{}",
+            id(&mut fields.platform_id, "platform_id")?,
+            month(fields.month.as_ref(), "month")?.format("%Y-%m")
+        ),
+        Program::CourierInfection | Program::CourierIdleDay => format!(
+            "{}/{}/{}",
+            id(&mut fields.platform_id, "platform_id")?,
+            id(&mut fields.courier_id, "courier_id")?,
+            date(fields.date.as_ref(), "date")?
+        ),
+        Program::LockerPurchased => id(&mut fields.locker_serial, "locker_serial")?,
+        Program::IdDevicePurchased => id(&mut fields.device_serial, "device_serial")?,
+        Program::CountyCenterOpened => id(&mut fields.center_id, "center_id")?,
+        Program::VillageOutletOpened | Program::VillageOutletClosed => {
+            id(&mut fields.outlet_id, "outlet_id")?
+        }
+        Program::UnitVoided | Program::SubsidyRevoked => {
+            unreachable!("voided_program admits ledger programs only")
+        }
+    })
 }
 
 /// `"YYYY-MM"` → the month's first day.
@@ -633,6 +750,12 @@ struct Fields<'a> {
     district_code: Option<Scalar<'a>>,
     village_code: Option<Scalar<'a>>,
     date: Option<Scalar<'a>>,
+    program: Option<Scalar<'a>>,
+    void_reason: Option<Scalar<'a>>,
+    period_from: Option<Scalar<'a>>,
+    period_to: Option<Scalar<'a>>,
+    reason: Option<Scalar<'a>>,
+    revoked_by: Option<Scalar<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -664,6 +787,12 @@ impl<'a> Fields<'a> {
             ("district_code", &self.district_code),
             ("village_code", &self.village_code),
             ("date", &self.date),
+            ("program", &self.program),
+            ("void_reason", &self.void_reason),
+            ("period_from", &self.period_from),
+            ("period_to", &self.period_to),
+            ("reason", &self.reason),
+            ("revoked_by", &self.revoked_by),
         ];
         named
             .into_iter()
@@ -701,6 +830,12 @@ impl<'a> Fields<'a> {
             Key::DistrictCode => &mut self.district_code,
             Key::VillageCode => &mut self.village_code,
             Key::Date => &mut self.date,
+            Key::Program => &mut self.program,
+            Key::VoidReason => &mut self.void_reason,
+            Key::PeriodFrom => &mut self.period_from,
+            Key::PeriodTo => &mut self.period_to,
+            Key::Reason => &mut self.reason,
+            Key::RevokedBy => &mut self.revoked_by,
             Key::Unknown => return None,
         })
     }
@@ -734,6 +869,12 @@ enum Key {
     DistrictCode,
     VillageCode,
     Date,
+    Program,
+    VoidReason,
+    PeriodFrom,
+    PeriodTo,
+    Reason,
+    RevokedBy,
     Unknown,
 }
 
@@ -766,6 +907,12 @@ impl Key {
             "district_code" => Key::DistrictCode,
             "village_code" => Key::VillageCode,
             "date" => Key::Date,
+            "program" => Key::Program,
+            "void_reason" => Key::VoidReason,
+            "period_from" => Key::PeriodFrom,
+            "period_to" => Key::PeriodTo,
+            "reason" => Key::Reason,
+            "revoked_by" => Key::RevokedBy,
             _ => Key::Unknown,
         }
     }

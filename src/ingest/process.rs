@@ -9,7 +9,7 @@ use crate::decode::decode;
 use crate::domain::{Reason, Rejection};
 use crate::edition::Editions;
 use crate::refdata::RefData;
-use crate::route::{key_hash, owner_partition, UnitRecord, FLAG_POISON};
+use crate::route::{owner_hash, owner_partition, UnitRecord, FLAG_POISON};
 use crate::rules::evaluate;
 use crate::store::outcomes::{date_days, datetime_seconds, OutcomeRow};
 
@@ -100,8 +100,10 @@ impl Processor {
             } else {
                 0
             },
+            eligible_firm: unit.eligible_firm,
+            note: &unit.note,
         };
-        let key = key_hash(unit.program, &unit.unit_key);
+        let key = owner_hash(unit.program, &unit.unit_key);
         batch.push(&row, None);
         batch.push_unit(owner_partition(key, self.units_partitions), &record);
     }

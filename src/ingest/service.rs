@@ -566,7 +566,7 @@ fn ledger_poll_loop(
                 state
                     .lock()
                     .expect("ledger state poisoned")
-                    .release(partition, settings.units_partitions);
+                    .release(partition);
             }
             for (topic, partition, next) in changes.assigned {
                 let units = state

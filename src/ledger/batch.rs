@@ -282,6 +282,8 @@ impl RowBatch for DecisionBatch {
             decided_at_unix_s: meta.decided_at_unix_s,
             reason,
             detail,
+            voided: false,
+            voids_position: 0,
         }
         .encode(&mut encoded);
         encoded.into_inner()

@@ -59,6 +59,9 @@ pub fn decide_into(
         decided_at_unix_s,
         reason,
         detail,
+        // Replay and the core bench judge messages, not voids' links to their records.
+        voided: false,
+        voids_position: 0,
     }
     .encode(out);
     decision

@@ -13,12 +13,17 @@
 
 use super::batch::DecisionBatch;
 use super::decide::{decide, Decision};
-use super::state::{LedgerState, Mark, OtherSource, PackedSource, PendingUnit, StateError};
+use super::state::{
+    KnownRecord, LedgerState, Mark, OtherSource, PackedSource, PendingUnit, StateError,
+};
+use crate::domain::{void_key, voided_record, Program};
 use crate::ingest::context::IngestContext;
 use crate::ingest::dead_letter::{DeadLetter, DeadLetterSender};
 use crate::ingest::service::InFlight;
 use crate::ingest::stats::Stats;
-use crate::route::{key_hash, owner_partition, SetReader, UnitRecord, FLAG_POISON};
+use crate::route::{
+    key_hash, ledger_position, owner_hash, owner_partition, SetReader, UnitRecord, FLAG_POISON,
+};
 use crate::store::decisions::{
     decision_at, for_each_unit_since, last_decision, DecisionRow, DECISION_COLUMNS,
 };
@@ -151,6 +156,7 @@ pub async fn restore(
                 partition,
                 key: key_hash(program, &row.unit_key),
                 source,
+                position: ledger_position(row.ledger_offset, row.ledger_index),
             });
         } else {
             others.push(OtherSource {
@@ -269,7 +275,8 @@ impl LedgerProcessor {
         } = at;
         let program = record.program();
         let key = key_hash(program, record.unit_key);
-        if owner_partition(key, self.units_partitions) != partition {
+        if owner_partition(owner_hash(program, record.unit_key), self.units_partitions) != partition
+        {
             tracing::error!(message = "A unit record is on a partition that does not own its key: the units topic's partition count changed. Keys are decided by one owner only while it stays fixed.", partition, offset, units_partitions = self.units_partitions);
         }
         let topic_id = match state.topic_id(record.source_topic) {
@@ -281,7 +288,8 @@ impl LedgerProcessor {
             partition: record.source_partition,
             offset: record.source_offset,
         };
-        let seen = match state.check_and_record(partition, key, source) {
+        let position = ledger_position(offset, index);
+        let seen = match state.check_and_record(partition, key, source, position) {
             Ok(seen) => seen,
             Err(error) => panic!("ledger state unusable: {error}"),
         };
@@ -293,6 +301,8 @@ impl LedgerProcessor {
             decided_at_unix_s,
             reason: "",
             detail: "",
+            voided: false,
+            voids_position: 0,
         };
         match decide(&record, seen) {
             Decision::Unit => {
@@ -300,10 +310,17 @@ impl LedgerProcessor {
                     record.amount_fen >= 0,
                     "a unit never pays a negative amount"
                 );
+                match link_void(state, partition, program, record.unit_key) {
+                    Ok(VoidLink::None) => {}
+                    Ok(VoidLink::VoidedOnArrival) => row.voided = true,
+                    Ok(VoidLink::Voids(position)) => row.voids_position = position + 1,
+                    Err(error) => panic!("ledger state unusable: {error}"),
+                }
                 let unit = PendingUnit {
                     partition,
                     key,
                     source,
+                    position,
                 };
                 batch.push(&row, source, Some(unit), None);
             }
@@ -333,6 +350,53 @@ impl LedgerProcessor {
             batch.poison_last_row();
         }
     }
+}
+
+/// How a new record and a void of it meet, whichever came first (both are decided by the
+/// record's owner, see [`owner_hash`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VoidLink {
+    /// Not a void, and no void of it came before.
+    None,
+    /// A record whose void came first: its row is marked voided.
+    VoidedOnArrival,
+    /// A void of the record at this ledger position, decided before.
+    Voids(u64),
+}
+
+/// Looks up the other half of a void and its record in the state.
+fn link_void(
+    state: &mut LedgerState,
+    partition: i32,
+    program: Program,
+    unit_key: &str,
+) -> Result<VoidLink, StateError> {
+    if program == Program::UnitVoided {
+        let Some((voided, key)) = voided_record(unit_key) else {
+            return Ok(VoidLink::None);
+        };
+        return Ok(match state.peek(partition, key_hash(voided, key))? {
+            Some(KnownRecord {
+                position: Some(position),
+                ..
+            }) => VoidLink::Voids(position),
+            Some(KnownRecord { position: None, .. }) => {
+                // Only a first-format store lacks positions, and restore rewrites it.
+                tracing::error!(message = "A void's record is in the ledger state without its position; the void waits instead.", partition, unit_key);
+                VoidLink::None
+            }
+            None => VoidLink::None,
+        });
+    }
+    if program.is_action() {
+        return Ok(VoidLink::None);
+    }
+    let void = key_hash(Program::UnitVoided, &void_key(program, unit_key));
+    Ok(if state.peek(partition, void)?.is_some() {
+        VoidLink::VoidedOnArrival
+    } else {
+        VoidLink::None
+    })
 }
 
 /// Where a record is decided: its units-topic coordinates and the decision's time.

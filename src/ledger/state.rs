@@ -5,7 +5,13 @@
 //! with bloom filters so the common case — a key never seen — is answered without a disk
 //! read, batched atomic writes across partitions, a journal that survives `kill -9`, and
 //! bounded memory (block cache and write buffers are settings). Keys are 16-byte hashes
-//! ([`crate::route::key_hash`]), values 16-byte packed sources.
+//! ([`crate::route::key_hash`]), values the 16-byte packed source and the 8-byte ledger
+//! position ([`crate::route::ledger_position`]) of the record's row: a void that comes
+//! after its record names that row, so the views find it by primary key.
+//!
+//! A store written before positions were kept (16-byte values, its marks under `mark/`)
+//! has no mark under [`MARK_PREFIX`], so each partition is read again from ClickHouse once,
+//! which rewrites every value with its position.
 //!
 //! ## Consistent with ClickHouse
 //! ClickHouse's `unit_decisions` is the truth; the store is a cache of its `reason = ''`
@@ -101,12 +107,45 @@ impl Mark {
     }
 }
 
+/// Prefix of a partition's mark in the meta keyspace (`mark2/{partition}`): the `2` is the
+/// value format (source and position); a store of the first format has only `mark/` keys.
+const MARK_PREFIX: &str = "mark2";
+
 /// One unit decided new and not yet durable in the store.
 #[derive(Debug, Clone, Copy)]
 pub struct PendingUnit {
     pub partition: i32,
     pub key: u128,
     pub source: PackedSource,
+    /// The ledger position of its row ([`crate::route::ledger_position`]).
+    pub position: u64,
+}
+
+/// A record the store knows: the source that created it and, unless it was stored in the
+/// first format, its row's ledger position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownRecord {
+    pub source: PackedSource,
+    pub position: Option<u64>,
+}
+
+impl KnownRecord {
+    fn from_value(bytes: &[u8]) -> Option<KnownRecord> {
+        let source = PackedSource::from_bytes(bytes.get(..16)?)?;
+        let position = match bytes.len() {
+            16 => None,
+            24 => Some(u64::from_le_bytes(bytes[16..].try_into().expect("8 bytes"))),
+            _ => return None,
+        };
+        Some(KnownRecord { source, position })
+    }
+}
+
+fn stored_value(source: PackedSource, position: u64) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    out[..16].copy_from_slice(&source.to_bytes());
+    out[16..].copy_from_slice(&position.to_le_bytes());
+    out
 }
 
 /// Hashes a key hash by taking its low 64 bits: the keys are xxh3 digests already, so
@@ -162,7 +201,7 @@ pub struct LedgerState {
     partitions: HashMap<i32, Keyspace>,
     topics: Vec<String>,
     /// Decided new, not yet durable in ClickHouse and the store.
-    pending: HashMap<u128, PackedSource, KeyHashBuilder>,
+    pending: HashMap<u128, PendingUnit, KeyHashBuilder>,
     /// Sources decided as something other than a unit (a `duplicate`, `storage_refused`),
     /// not yet durable: (units-topic partition, source).
     pending_others: std::collections::HashSet<(i32, [u8; 16])>,
@@ -375,7 +414,7 @@ impl LedgerState {
     pub fn mark(&self, partition: i32) -> Result<Option<Mark>, StateError> {
         let value = self
             .meta
-            .get(format!("mark/{partition}"))
+            .get(format!("{MARK_PREFIX}/{partition}"))
             .map_err(self.err())?;
         Ok(value.and_then(|v| Mark::from_bytes(&v)))
     }
@@ -391,27 +430,30 @@ impl LedgerState {
     }
 
     /// Decides whether `source` pays `key` in `partition`, recording it as pending if so.
+    /// `position` is where the record's row will be ([`crate::route::ledger_position`]).
     pub fn check_and_record(
         &mut self,
         partition: i32,
         key: u128,
         source: PackedSource,
+        position: u64,
     ) -> Result<Seen, StateError> {
-        let existing = match self.pending.get(&key) {
-            Some(pending) => Some(*pending),
-            None => {
-                let handle = self.partition(partition)?;
-                let value = handle.get(key.to_be_bytes()).map_err(self.err())?;
-                value.and_then(|v| PackedSource::from_bytes(&v))
-            }
-        };
+        let existing = self.peek(partition, key)?.map(|known| known.source);
         Ok(match existing {
             // A second copy of a record whose unit row ClickHouse refused pays nothing either.
             None if self.refused_any(partition)? && self.decided_other(partition, source)? => {
                 Seen::SameMessage
             }
             None => {
-                self.pending.insert(key, source);
+                self.pending.insert(
+                    key,
+                    PendingUnit {
+                        partition,
+                        key,
+                        source,
+                        position,
+                    },
+                );
                 Seen::New
             }
             Some(existing) if existing == source => Seen::SameMessage,
@@ -427,6 +469,20 @@ impl LedgerState {
                 ))
             }
         })
+    }
+
+    /// What the state knows of `key` in `partition` (pending or stored), recording nothing:
+    /// how a void finds its record, and a record the void that came first.
+    pub fn peek(&mut self, partition: i32, key: u128) -> Result<Option<KnownRecord>, StateError> {
+        if let Some(pending) = self.pending.get(&key) {
+            return Ok(Some(KnownRecord {
+                source: pending.source,
+                position: Some(pending.position),
+            }));
+        }
+        let handle = self.partition(partition)?;
+        let value = handle.get(key.to_be_bytes()).map_err(self.err())?;
+        Ok(value.and_then(|v| KnownRecord::from_value(&v)))
     }
 
     /// Forgets a pending decision whose row ClickHouse refused (it paid nothing).
@@ -516,7 +572,11 @@ impl LedgerState {
                         .1
                 }
             };
-            batch.insert(handle, unit.key.to_be_bytes(), unit.source.to_bytes());
+            batch.insert(
+                handle,
+                unit.key.to_be_bytes(),
+                stored_value(unit.source, unit.position),
+            );
         }
         for other in others {
             let handle = self.others_partition(other.partition)?;
@@ -526,7 +586,11 @@ impl LedgerState {
             }
         }
         for (partition, mark) in marks {
-            batch.insert(&self.meta, format!("mark/{partition}"), mark.to_bytes());
+            batch.insert(
+                &self.meta,
+                format!("{MARK_PREFIX}/{partition}"),
+                mark.to_bytes(),
+            );
         }
         Ok(batch)
     }
@@ -556,7 +620,7 @@ impl LedgerState {
             format!("generation/{partition}"),
             next.to_le_bytes(),
         );
-        batch.remove(&self.meta, format!("mark/{partition}"));
+        batch.remove(&self.meta, format!("{MARK_PREFIX}/{partition}"));
         batch.remove(&self.meta, format!("refused/{partition}"));
         batch.commit().map_err(self.err())?;
         self.db.delete_keyspace(units).map_err(self.err())?;
@@ -566,9 +630,10 @@ impl LedgerState {
 
     /// Drops the overlay of a partition that moved away (its batches were drained first,
     /// so nothing of it is pending unless ClickHouse refused; it is re-decided by its owner).
-    pub fn release(&mut self, partition: i32, units_partitions: u32) {
+    pub fn release(&mut self, partition: i32) {
+        // By the partition that decided it (a void's key is owned by its record's owner).
         self.pending
-            .retain(|key, _| crate::route::owner_partition(*key, units_partitions) != partition);
+            .retain(|_, pending| pending.partition != partition);
         // Duplicates decided in a batch dropped unshipped are not durable either: were they
         // kept, the partition coming back would skip their records as decided already.
         self.pending_others.retain(|(p, _)| *p != partition);
@@ -616,15 +681,16 @@ mod tests {
             partition: 3,
             key: 7,
             source: source(5),
+            position: 0,
         };
         state.commit(&[unit], &[], &[]).unwrap();
         assert_eq!(
-            state.check_and_record(3, 7, source(9)).unwrap(),
+            state.check_and_record(3, 7, source(9), 0).unwrap(),
             Seen::DuplicateOf("raw/1/5".into())
         );
-        state.release(3, 12);
+        state.release(3);
         assert_eq!(
-            state.check_and_record(3, 7, source(9)).unwrap(),
+            state.check_and_record(3, 7, source(9), 0).unwrap(),
             Seen::DuplicateOf("raw/1/5".into())
         );
     }
@@ -647,14 +713,20 @@ mod tests {
         {
             let mut state = LedgerState::open(dir.path()).unwrap();
             assert_eq!(state.topic_id("raw").unwrap(), 0);
-            assert_eq!(state.check_and_record(3, 7, source(5)).unwrap(), Seen::New);
-            assert_eq!(state.check_and_record(3, 8, source(6)).unwrap(), Seen::New);
             assert_eq!(
-                state.check_and_record(3, 7, source(5)).unwrap(),
+                state.check_and_record(3, 7, source(5), 0).unwrap(),
+                Seen::New
+            );
+            assert_eq!(
+                state.check_and_record(3, 8, source(6), 0).unwrap(),
+                Seen::New
+            );
+            assert_eq!(
+                state.check_and_record(3, 7, source(5), 0).unwrap(),
                 Seen::SameMessage
             );
             assert_eq!(
-                state.check_and_record(3, 7, source(9)).unwrap(),
+                state.check_and_record(3, 7, source(9), 0).unwrap(),
                 Seen::DuplicateOf("raw/1/5".into())
             );
             let mark = Mark {
@@ -665,10 +737,11 @@ mod tests {
                 partition: 3,
                 key: 7,
                 source: source(5),
+                position: 0,
             };
             // Key 11's unit row at source 12 was refused by ClickHouse: paid nothing.
             assert_eq!(
-                state.check_and_record(3, 11, source(12)).unwrap(),
+                state.check_and_record(3, 11, source(12), 0).unwrap(),
                 Seen::New
             );
             state.forget_pending(11);
@@ -691,28 +764,34 @@ mod tests {
         assert_eq!(state.mark(3).unwrap().unwrap().next_offset, 1);
         // A second copy of the duplicate at offset 9 was decided already.
         assert_eq!(
-            state.check_and_record(3, 7, source(9)).unwrap(),
+            state.check_and_record(3, 7, source(9), 0).unwrap(),
             Seen::SameMessage
         );
         assert_eq!(
-            state.check_and_record(3, 7, source(10)).unwrap(),
+            state.check_and_record(3, 7, source(10), 0).unwrap(),
             Seen::DuplicateOf("raw/1/5".into())
         );
         // A second copy of the refused record is not paid; another source of key 11 is.
         assert_eq!(
-            state.check_and_record(3, 11, source(12)).unwrap(),
+            state.check_and_record(3, 11, source(12), 0).unwrap(),
             Seen::SameMessage
         );
         assert_eq!(
-            state.check_and_record(3, 11, source(13)).unwrap(),
+            state.check_and_record(3, 11, source(13), 0).unwrap(),
             Seen::New
         );
         state.forget_pending(11);
         // Key 8 was only pending: gone, as ClickHouse never got it either.
-        assert_eq!(state.check_and_record(3, 8, source(6)).unwrap(), Seen::New);
+        assert_eq!(
+            state.check_and_record(3, 8, source(6), 0).unwrap(),
+            Seen::New
+        );
         state.wipe(3).unwrap();
         assert_eq!(state.mark(3).unwrap(), None);
         state.forget_pending(8);
-        assert_eq!(state.check_and_record(3, 7, source(9)).unwrap(), Seen::New);
+        assert_eq!(
+            state.check_and_record(3, 7, source(9), 0).unwrap(),
+            Seen::New
+        );
     }
 }

@@ -12,7 +12,7 @@ use super::rowbinary::{RowBinaryReader, RowBinaryWriter};
 use bytes::Bytes;
 
 /// Columns of `unit_decisions`, in table order, with their ClickHouse types.
-pub const DECISION_COLUMNS: [(&str, &str); 18] = [
+pub const DECISION_COLUMNS: [(&str, &str); 22] = [
     ("ledger_partition", "UInt32"),
     ("ledger_offset", "UInt64"),
     ("ledger_index", "UInt32"),
@@ -31,6 +31,10 @@ pub const DECISION_COLUMNS: [(&str, &str); 18] = [
     ("occurred_at", "DateTime"),
     ("local_date", "Date"),
     ("amount_fen", "Int64"),
+    ("eligible_firm", "String"),
+    ("note", "String"),
+    ("voided", "UInt8"),
+    ("voids_position", "UInt64"),
 ];
 
 /// One decision, borrowed from its unit record while it is encoded.
@@ -45,6 +49,11 @@ pub struct DecisionRow<'a> {
     /// `""` for a unit, else the reason code.
     pub reason: &'a str,
     pub detail: &'a str,
+    /// A record whose void came first: it stays in the ledger, unpaid.
+    pub voided: bool,
+    /// A void of a record decided before it: 1 + that record's ledger position (same
+    /// ledger partition); 0 while the void waits for its record.
+    pub voids_position: u64,
 }
 
 impl DecisionRow<'_> {
@@ -74,6 +83,10 @@ impl DecisionRow<'_> {
         } else {
             0
         });
+        out.put_str(r.eligible_firm);
+        out.put_str(r.note);
+        out.put_u8(u8::from(self.voided));
+        out.put_u64(self.voids_position);
     }
 }
 
@@ -97,6 +110,10 @@ pub fn rejected_as(row: &[u8], reason: &str, detail: &str) -> Option<Vec<u8>> {
     reader.skip(4 + 2)?; // occurred_at, local_date
     let amount_at = reader.position();
     reader.skip(8)?; // amount_fen
+    let tail_at = reader.position();
+    reader.skip_string()?; // eligible_firm
+    reader.skip_string()?; // note
+    reader.skip(1 + 8)?; // voided, voids_position
     if !reader.is_done() {
         return None;
     }
@@ -106,6 +123,7 @@ pub fn rejected_as(row: &[u8], reason: &str, detail: &str) -> Option<Vec<u8>> {
     out.put_str(detail);
     out.put_raw(&row[rest_at..amount_at]);
     out.put_i64(0);
+    out.put_raw(&row[tail_at..]);
     Some(out.into_inner())
 }
 
@@ -172,6 +190,7 @@ pub async fn decision_at(
 #[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
 pub struct StoredDecision {
     pub ledger_offset: u64,
+    pub ledger_index: u32,
     /// `''` for a unit, else the rejection.
     pub reason: String,
     pub program: String,
@@ -189,7 +208,7 @@ pub async fn for_each_unit_since(
     mut visit: impl FnMut(StoredDecision),
 ) -> Result<u64, StoreError> {
     let statement = store.sql(&format!(
-        "SELECT ledger_offset AS ledger_offset, reason AS reason, program AS program, unit_key AS unit_key, \
+        "SELECT ledger_offset AS ledger_offset, ledger_index AS ledger_index, reason AS reason, program AS program, unit_key AS unit_key, \
                 topic AS topic, `partition` AS `partition`, `offset` AS `offset` \
          FROM {{db}}.unit_decisions \
          WHERE ledger_partition = {ledger_partition} AND ledger_offset >= {from_offset}"
@@ -255,6 +274,8 @@ mod tests {
                 decided_at_unix_s: 1_700_000_100,
                 reason,
                 detail,
+                voided: false,
+                voids_position: 3,
             }
             .encode(&mut out);
             out.into_inner()
@@ -295,6 +316,24 @@ mod tests {
                 (name.trim_matches('`').to_string(), ty.to_string())
             })
             .collect();
+        let mut declared = declared;
+        let added = crate::store::migrate::MIGRATIONS
+            .iter()
+            .find(|m| m.name == "0004_actions.sql")
+            .unwrap()
+            .template;
+        for statement in crate::store::migrate::statements(added) {
+            if let Some(("unit_decisions", column)) =
+                crate::store::migrate::added_column(&statement)
+            {
+                let ty = statement
+                    .split_whitespace()
+                    .skip_while(|w| *w != column)
+                    .nth(1)
+                    .unwrap();
+                declared.push((column.to_string(), ty.to_string()));
+            }
+        }
         let ours: Vec<(String, String)> = DECISION_COLUMNS
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))

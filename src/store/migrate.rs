@@ -44,7 +44,7 @@ pub struct Migration {
 
 /// Every migration this build knows, in the order they apply: the versioned ones by
 /// version, then the repeatable ones (Flyway's rule: views over the tables come last).
-pub const MIGRATIONS: [Migration; 3] = [
+pub const MIGRATIONS: [Migration; 4] = [
     Migration {
         version: 1,
         name: "0001_tables.sql",
@@ -56,6 +56,12 @@ pub const MIGRATIONS: [Migration; 3] = [
         name: "0003_ledger.sql",
         kind: Kind::Versioned,
         template: include_str!("../../schemas/clickhouse/0003_ledger.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "0004_actions.sql",
+        kind: Kind::Versioned,
+        template: include_str!("../../schemas/clickhouse/0004_actions.sql"),
     },
     Migration {
         version: 2,
@@ -191,9 +197,41 @@ async fn apply_versioned(
     editions: &Editions,
 ) -> Result<(), StoreError> {
     for statement in statements(&migration.sql(editions)) {
+        if let Some(column) = added_column(&statement) {
+            // 18.16 has no `ADD COLUMN IF NOT EXISTS`: ask the catalogue instead.
+            if column_exists(store, column).await? {
+                continue;
+            }
+            let plain = statement.replacen(" ADD COLUMN IF NOT EXISTS ", " ADD COLUMN ", 1);
+            store.execute(&store.sql(&plain)).await?;
+            continue;
+        }
         store.execute(&store.sql(&statement)).await?;
     }
     Ok(())
+}
+
+/// The (table, column) an `ALTER TABLE {db}.t ADD COLUMN IF NOT EXISTS c …` adds.
+pub fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let rest = statement.strip_prefix("ALTER TABLE {db}.")?;
+    let (table, rest) = rest.split_once(" ADD COLUMN IF NOT EXISTS ")?;
+    let column = rest.split_whitespace().next()?;
+    Some((table.trim(), column))
+}
+
+async fn column_exists(store: &Store, (table, column): (&str, &str)) -> Result<bool, StoreError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Count {
+        columns: u64,
+    }
+    let statement = store.sql(&format!(
+        "SELECT count() AS columns FROM system.columns \
+         WHERE database = '{{db}}' AND table = '{}' AND name = '{}'",
+        super::outcomes::escape_literal(table),
+        super::outcomes::escape_literal(column)
+    ));
+    let found: Count = store.fetch_one(&statement).await?;
+    Ok(found.columns > 0)
 }
 
 /// Drops every view of the file, dependants first, then creates them in file order.
@@ -272,6 +310,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn added_columns_are_read_from_their_alter_statements() {
+        assert_eq!(
+            added_column(
+                "ALTER TABLE {db}.unit_decisions ADD COLUMN IF NOT EXISTS note String DEFAULT ''"
+            ),
+            Some(("unit_decisions", "note"))
+        );
+        assert_eq!(
+            added_column("CREATE TABLE IF NOT EXISTS {db}.t (x UInt8)"),
+            None
+        );
     }
 
     #[test]

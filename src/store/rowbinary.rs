@@ -31,6 +31,11 @@ impl RowBinaryWriter {
         self.put_bytes(value.as_bytes());
     }
 
+    /// `UInt8` (also a flag: 0 or 1).
+    pub fn put_u8(&mut self, value: u8) {
+        self.buf.push(value);
+    }
+
     /// `UInt16` (also `Date`: days since 1970-01-01).
     pub fn put_u16(&mut self, value: u16) {
         self.buf.extend_from_slice(&value.to_le_bytes());
