@@ -108,6 +108,10 @@ async fn every_new_program_lands_in_the_views_whatever_the_arrival_order() {
             "2023-04-01 locker_purchased sf-express 330109 4 185998 185998",
             "2023-11-01 county_center_opened sf-express 330127 1 10000000 10000000",
             "2024-01-01 id_device_purchased meituan 330106 1 500000 500000",
+            // VO-1's anniversaries: 2023-08-01 falls in zto's penalty year (from
+            // 2023-06-01), so it is not due; 2024-08-01 and 2025-08-01 pay 20,000.00.
+            "2024-08-01 village_outlet_opened zto 330127 1 2000000 2000000",
+            "2025-08-01 village_outlet_opened zto 330127 1 2000000 2000000",
         ]),
     );
     assert!(
@@ -187,7 +191,7 @@ async fn a_malformed_edition_is_refused_with_file_line_and_key_and_a_second_one_
     harness::write_file(&folder, "hangzhou-2026.toml", &second);
     world.run_ok(&["--edition", folder.to_str().unwrap(), "migrate"]);
     let definition = world
-        .query("SELECT create_table_query FROM system.tables WHERE database = '{db}' AND name = 'subsidy_monthly_fen'")
+        .query("SELECT create_table_query FROM system.tables WHERE database = '{db}' AND name = 'subsidy_granted_fen'")
         .await;
     let sql = &definition[0][0];
     assert!(sql.contains("2026") && sql.contains("15000000"), "{sql}");

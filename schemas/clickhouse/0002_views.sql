@@ -105,7 +105,8 @@ FROM
     ) AS closings USING (outlet_id)
     WHERE closed = 0 OR anniversary < closed_on
 ) AS due
-ANY INNER JOIN
+-- ALL: on 24.x+ an ANY INNER JOIN keeps one row per key of the left side too.
+ALL INNER JOIN
 (
     SELECT firm_id, legal_entity, licensed, in_monitoring, last_major_penalty_on
     FROM {db}.firms
@@ -241,7 +242,7 @@ FROM
                 FROM {db}.daily_nominal
                 WHERE eligible_firm IN (SELECT firm_id FROM {db}.revocation_records)
                 UNION ALL
-                SELECT eligible_firm AS firm_id, program, recipient_id, district_code, local_date, toInt64(0) AS units, -amount_fen AS nominal_fen
+                SELECT eligible_firm AS firm_id, program, recipient_id, district_code, local_date, toInt64(-1) AS units, -amount_fen AS nominal_fen
                 FROM {db}.voided_records
                 WHERE eligible_firm IN (SELECT firm_id FROM {db}.revocation_records)
                   AND program NOT IN ('courier_infection', 'village_outlet_closed')
