@@ -271,8 +271,8 @@ pub struct MonthlyArgs {
 }
 
 fn parse_program(text: &str) -> Result<crate::domain::Program, String> {
-    crate::domain::Program::from_type(text).ok_or_else(|| {
-        let names: Vec<&str> = crate::domain::Program::ALL
+    crate::domain::Program::ledger_from_type(text).ok_or_else(|| {
+        let names: Vec<&str> = crate::domain::Program::LEDGER
             .iter()
             .map(|p| p.as_str())
             .collect();

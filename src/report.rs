@@ -121,28 +121,34 @@ impl ReportQuery {
         Ok(match self.grouping {
             Grouping::Program => (
                 format!(
-                    "SELECT toString(month), program, toString(sum(units)), toString(sum(nominal_fen)), toString(sum(granted_fen)) \
+                    "SELECT toString(month), program, toString(sum(units)), toString(sum(voided_units)), toString(sum(nominal_fen)), toString(sum(granted_fen)), \
+                            toString(sum(clawed_back_fen)), toString(sum(net_fen)) \
                      FROM {{db}}.subsidy_monthly_fen WHERE {filter} GROUP BY month, program ORDER BY month, program"
                 ),
-                vec![("month", Text), ("program", Text), ("units", Count), ("nominal", Money), ("granted", Money)],
+                vec![("month", Text), ("program", Text), ("units", Count), ("voided_units", Count), ("nominal", Money), ("granted", Money), ("clawed_back", Money), ("net", Money)],
             ),
             Grouping::Recipient => (
                 format!(
-                    "SELECT toString(month), program, recipient_id, district_code, toString(units), toString(nominal_fen), toString(granted_fen) \
+                    "SELECT toString(month), program, recipient_id, district_code, toString(units), toString(voided_units), toString(nominal_fen), toString(granted_fen), \
+                            toString(clawed_back_fen), toString(net_fen) \
                      FROM {{db}}.subsidy_monthly_fen WHERE {filter} ORDER BY month, program, recipient_id, district_code"
                 ),
-                vec![("month", Text), ("program", Text), ("recipient_id", Text), ("district_code", Text), ("units", Count), ("nominal", Money), ("granted", Money)],
+                vec![("month", Text), ("program", Text), ("recipient_id", Text), ("district_code", Text), ("units", Count), ("voided_units", Count), ("nominal", Money), ("granted", Money), ("clawed_back", Money), ("net", Money)],
             ),
+            // The finance office's export (`--by district --format csv`): Article 20's split
+            // of what was granted and of what remains after clawback.
             Grouping::District => (
                 format!(
-                    "SELECT toString(month), district_code, program, toString(units), toString(nominal_fen), toString(granted_fen), toString(district_share_fen), toString(city_share_fen) \
+                    "SELECT toString(month), district_code, program, toString(units), toString(nominal_fen), toString(granted_fen), toString(district_share_fen), toString(city_share_fen), \
+                            toString(clawed_back_fen), toString(net_fen), toString(district_share_net_fen), toString(city_share_net_fen) \
                      FROM (SELECT * FROM {{db}}.subsidy_funding_monthly_fen WHERE {filter}) AS funding \
                      ANY LEFT JOIN (SELECT month, district_code, program, sum(units) AS units, sum(nominal_fen) AS nominal_fen \
                                     FROM {{db}}.subsidy_monthly_fen WHERE {filter} GROUP BY month, district_code, program) AS monthly \
                      USING (month, district_code, program) \
                      ORDER BY month, district_code, program"
                 ),
-                vec![("month", Text), ("district_code", Text), ("program", Text), ("units", Count), ("nominal", Money), ("granted", Money), ("district_share", Money), ("city_share", Money)],
+                vec![("month", Text), ("district_code", Text), ("program", Text), ("units", Count), ("nominal", Money), ("granted", Money), ("district_share", Money), ("city_share", Money),
+                     ("clawed_back", Money), ("net", Money), ("district_share_net", Money), ("city_share_net", Money)],
             ),
         })
     }
