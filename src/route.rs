@@ -525,6 +525,21 @@ mod tests {
         );
         bytes[0] = 9;
         assert_eq!(UnitRecord::decode(&bytes), Err(RecordError::Version(9)));
+        // A version-1 record (a previous build's, still on the topic) reads with no
+        // eligible firm and no note.
+        let mut v2 = Vec::new();
+        record().encode(&mut v2);
+        let tail = 4 + record().eligible_firm.len() + 4;
+        let mut v1 = v2[..v2.len() - tail].to_vec();
+        v1[0] = 1;
+        assert_eq!(
+            UnitRecord::decode(&v1),
+            Ok(UnitRecord {
+                eligible_firm: "",
+                note: "",
+                ..record()
+            })
+        );
         assert!(UnitRecord::decode(&[]).is_err());
     }
 

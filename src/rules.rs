@@ -1372,4 +1372,42 @@ mod tests {
         );
         assert_eq!(paid(&import("2026-06-01T09:00:00+08:00", "F1")), Ok(100));
     }
+
+    #[test]
+    fn voids_and_revocations_skip_the_policy_period_and_revocations_need_a_known_firm() {
+        // Proves: a void after the period is accepted with no checks, paying nothing and
+        // keeping its reason; a revocation is checked for its firm only and notes its
+        // issuer and reason.
+        let refdata = refdata();
+        let at = "2027-03-01T10:00:00+08:00";
+        let void = format!(
+            r#"{{"type":"unit_voided","event_id":"v","occurred_at":"{at}","program":"import_parcel","waybill_no":"W1","void_reason":"sent twice"}}"#
+        );
+        let event = crate::decode::decode(void.as_bytes()).unwrap();
+        let unit = evaluate(&event, &refdata, &Editions::builtin()).unwrap();
+        assert_eq!(
+            (unit.amount_fen, unit.unit_key.as_ref(), unit.note.as_ref()),
+            (0, "import_parcel/W1", "sent twice")
+        );
+        let revoke = |firm: &str| {
+            format!(
+                r#"{{"type":"subsidy_revoked","event_id":"r","occurred_at":"{at}","firm_id":"{firm}","period_from":"2023-01-01","period_to":"2023-01-31","reason":"audit","revoked_by":"bureau"}}"#
+            )
+        };
+        let known = revoke("F1");
+        let event = crate::decode::decode(known.as_bytes()).unwrap();
+        let unit = evaluate(&event, &refdata, &Editions::builtin()).unwrap();
+        assert_eq!(
+            (unit.eligible_firm, unit.note.as_ref(), unit.amount_fen),
+            ("F1", "bureau\taudit", 0)
+        );
+        let unknown = revoke("NOPE");
+        let event = crate::decode::decode(unknown.as_bytes()).unwrap();
+        assert_eq!(
+            evaluate(&event, &refdata, &Editions::builtin())
+                .unwrap_err()
+                .reason,
+            Reason::UnknownFirm
+        );
+    }
 }

@@ -15,7 +15,7 @@ async fn migrate_twice_changes_nothing() {
     require_services().await;
     let world = World::new("cli_migrate");
     let first = world.run_ok(&["migrate"]);
-    assert!(first.contains("applied 3 migration(s)"), "{first}");
+    assert!(first.contains("applied 4 migration(s)"), "{first}");
     let objects = "SELECT name, engine FROM system.tables WHERE database = '{db}' ORDER BY name";
     let before = world.query(objects).await;
     let quiet = world
@@ -32,7 +32,7 @@ async fn migrate_twice_changes_nothing() {
     );
     let second = world.run_ok(&["migrate"]);
     assert!(second.contains("applied 0 migration(s)"), "{second}");
-    assert!(second.contains("3 already applied"), "{second}");
+    assert!(second.contains("4 already applied"), "{second}");
     assert_eq!(world.query(objects).await, before);
 
     // A database whose views are another build's (recorded under another checksum, one of
@@ -333,7 +333,7 @@ async fn a_small_feed_lands_with_hand_computed_totals_and_dead_letters() {
     ]);
     assert_eq!(
         csv,
-        "month,program,units,nominal,granted\n2024-01-01,import_parcel,1,1.00,1.00\n"
+        "month,program,units,voided_units,nominal,granted,clawed_back,net\n2024-01-01,import_parcel,1,0,1.00,1.00,0.00,1.00\n"
     );
     let json = world.run_ok(&[
         "report",
@@ -363,13 +363,26 @@ fn assert_every_report_shows_two_decimals(world: &World) {
             && fen.len() == 2
             && fen.chars().all(|c| c.is_ascii_digit())
     };
-    let money = ["nominal", "granted", "district_share", "city_share"];
+    let money = [
+        "nominal",
+        "granted",
+        "district_share",
+        "city_share",
+        "clawed_back",
+        "net",
+        "district_share_net",
+        "city_share_net",
+    ];
     for by in ["program", "recipient", "district"] {
         let table = world.run_ok(&["report", "monthly", "--by", by]);
         let total: Vec<&str> = table.lines().last().unwrap().split_whitespace().collect();
         let expected_money: &[&str] = match by {
-            "district" => &["3.30", "3.30", "1.97", "1.33"],
-            _ => &["3.30", "3.30"],
+            // nominal granted district city clawed_back net district_net city_net
+            "district" => &[
+                "3.30", "3.30", "1.97", "1.33", "0.00", "3.30", "1.97", "1.33",
+            ],
+            // nominal granted clawed_back net
+            _ => &["3.30", "3.30", "0.00", "3.30"],
         };
         assert_eq!(total[0], "TOTAL", "--by {by}:\n{table}");
         assert_eq!(

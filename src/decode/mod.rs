@@ -2079,3 +2079,113 @@ mod tests {
         assert!(decode_str(&escaped).is_ok(), "{escaped}");
     }
 }
+
+#[cfg(test)]
+mod action_tests {
+    use super::*;
+
+    fn decoded(payload: &str) -> Result<Event<'_>, Rejection> {
+        decode(payload.as_bytes())
+    }
+
+    const ENVELOPE: &str = r#""event_id":"e-1","occurred_at":"2026-02-02T09:30:00+08:00""#;
+
+    #[test]
+    fn a_void_names_its_record_by_that_programs_key_fields() {
+        // Proves: each voided program's key is built from its own fields, joined as the
+        // program's unit key is; an infection's local date is given as `date`.
+        let cases = [
+            (
+                r#""program":"takeout_order","platform_id":"P1","order_id":"O1""#,
+                "takeout_order/P1/O1",
+            ),
+            (
+                r#""program":"import_parcel","waybill_no":"W1""#,
+                "import_parcel/W1",
+            ),
+            (
+                r#""program":"platform_month_attested","platform_id":"P1","month":"2022-09""#,
+                "platform_month_attested/P1/2022-09",
+            ),
+            (
+                r#""program":"courier_infection","platform_id":"P1","courier_id":"C1","date":"2022-09-20""#,
+                "courier_infection/P1/C1/2022-09-20",
+            ),
+            (
+                r#""program":"village_outlet_closed","outlet_id":"VO-1""#,
+                "village_outlet_closed/VO-1",
+            ),
+        ];
+        for (fields, key) in cases {
+            let payload = format!(
+                r#"{{"type":"unit_voided",{ENVELOPE},{fields},"void_reason":"sent in error"}}"#
+            );
+            let event = decoded(&payload).unwrap();
+            assert_eq!(event.unit_key(), key, "{payload}");
+            assert_eq!(event.program(), Program::UnitVoided);
+        }
+    }
+
+    #[test]
+    fn a_void_or_revocation_with_a_bad_field_is_a_schema_violation_naming_it() {
+        let cases = [
+            (
+                r#"{"type":"unit_voided",ENV,"program":"subsidy_revoked","void_reason":"x"}"#,
+                "program",
+            ),
+            (
+                r#"{"type":"unit_voided",ENV,"program":"import_parcel","void_reason":"x"}"#,
+                "waybill_no",
+            ),
+            (
+                r#"{"type":"unit_voided",ENV,"program":"import_parcel","waybill_no":"W1","void_reason":""}"#,
+                "void_reason",
+            ),
+            (
+                r#"{"type":"unit_voided",ENV,"program":"import_parcel","waybill_no":"W1","void_reason":"a\u0007b"}"#,
+                "void_reason",
+            ),
+            (
+                r#"{"type":"subsidy_revoked",ENV,"firm_id":"F1","period_from":"2023-02-01","period_to":"2023-01-31","reason":"r","revoked_by":"b"}"#,
+                "period_to",
+            ),
+            (
+                r#"{"type":"subsidy_revoked",ENV,"firm_id":"F1","period_from":"2023-01-01","period_to":"2023-01-31","reason":"r"}"#,
+                "revoked_by",
+            ),
+        ];
+        for (template, field) in cases {
+            let payload = template.replace("ENV", ENVELOPE);
+            let rejection = decoded(&payload).unwrap_err();
+            assert_eq!(rejection.reason, Reason::SchemaViolation, "{payload}");
+            assert!(
+                rejection.detail.contains(field),
+                "{payload}: {}",
+                rejection.detail
+            );
+        }
+        let long = "理".repeat(501);
+        let payload = format!(
+            r#"{{"type":"unit_voided",{ENVELOPE},"program":"import_parcel","waybill_no":"W1","void_reason":"{long}"}}"#
+        );
+        assert!(decoded(&payload)
+            .unwrap_err()
+            .detail
+            .contains("501 characters"));
+        let ok = "理".repeat(500);
+        let payload = format!(
+            r#"{{"type":"unit_voided",{ENVELOPE},"program":"import_parcel","waybill_no":"W1","void_reason":"{ok}"}}"#
+        );
+        assert!(decoded(&payload).is_ok());
+    }
+
+    #[test]
+    fn a_revocation_decodes_its_period_and_keys_on_firm_and_period() {
+        let payload = format!(
+            r#"{{"type":"subsidy_revoked",{ENVELOPE},"firm_id":"F1","period_from":"2022-12-15","period_to":"2023-01-20","reason":"审计","revoked_by":"bureau"}}"#
+        );
+        let event = decoded(&payload).unwrap();
+        assert_eq!(event.unit_key(), "F1/2022-12-15/2023-01-20");
+        assert_eq!(event.booking_date().to_string(), "2026-02-02");
+    }
+}
