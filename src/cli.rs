@@ -27,8 +27,27 @@ pub struct Cli {
     pub clickhouse: ClickHouseArgs,
     #[command(flatten)]
     pub edition: EditionArgs,
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log
+    /// shippers.
+    #[arg(
+        long,
+        value_enum,
+        env = "SUBSIDY_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
 }
 
 /// Where ClickHouse is.
@@ -439,6 +458,10 @@ pub struct RunArgs {
     /// Directory of the ledger stage's on-disk state; one subdirectory per database.
     #[arg(long, env = "SUBSIDY_STATE_DIR", default_value = "state")]
     pub state_dir: std::path::PathBuf,
+    /// Serve Prometheus `/metrics`, `/livez` and `/readyz` on this address (e.g.
+    /// `127.0.0.1:9464`; `0.0.0.0:9464` in a container); off when unset.
+    #[arg(long, env = "SUBSIDY_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Give up (exit non-zero, for the supervisor to restart) after retrying ClickHouse or
     /// the units topic this long, milliseconds.
     #[arg(
@@ -476,6 +499,7 @@ impl RunArgs {
             units_partitions: self.units_partitions,
             state_dir: self.state_dir.join(&clickhouse.clickhouse_database),
             editions,
+            metrics_addr: self.metrics_addr.clone(),
         }
     }
 }
@@ -630,20 +654,23 @@ async fn run(
     Ok(())
 }
 
-/// Starts a command-line process: logs to stderr filtered by `SUBSIDY_LOG` (else
-/// `default_log_filter`), a two-thread runtime, then `work`; an error is printed and the
-/// process exits 1. Shared by `subsidy-ingester` and `subsidy-dev`.
-pub fn start_process<F>(default_log_filter: &str, work: F)
+/// Starts a command-line process: logs to stderr in `log_format`, filtered by
+/// `SUBSIDY_LOG` (else `default_log_filter`), a two-thread runtime, then `work`; an error
+/// is printed and the process exits 1. Shared by `subsidy-ingester` and `subsidy-dev`.
+pub fn start_process<F>(default_log_filter: &str, log_format: LogFormat, work: F)
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUBSIDY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SUBSIDY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter)),
-        )
-        .init();
+        .with_env_filter(filter);
+    match log_format {
+        LogFormat::Text => logs.init(),
+        // Fields flattened into the object, so shippers index `message`, `partition`…
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

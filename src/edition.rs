@@ -265,6 +265,15 @@ impl Editions {
         &self.editions
     }
 
+    /// The editions' names, earliest first, comma-separated (the build-info metric).
+    pub fn names_joined(&self) -> String {
+        self.editions
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The covered ranges, for details: `2022-07-01..2025-12-31[, …]`.
     pub fn period_description(&self) -> String {
         self.editions

@@ -25,6 +25,7 @@
 //! - [`recycle`]: flushed batches go back to their poll loop, buffers and all.
 //! - [`crash`]: named crash points and the poison-row hook, for fault injection.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
+//! - [`telemetry`]: metrics, `/livez` and `/readyz`, progress lines on a terminal.
 //! - [`cli`]: the command line.
 //!
 //! Dev tools — the sample-feed generator, producing it, the benchmarks — are the
@@ -48,3 +49,4 @@ pub mod report;
 pub mod route;
 pub mod rules;
 pub mod store;
+pub mod telemetry;

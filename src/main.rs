@@ -15,5 +15,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     let filter = cli.command.default_log_filter();
-    subsidy_ingester::cli::start_process(filter, execute(cli));
+    let log_format = cli.log_format;
+    subsidy_ingester::cli::start_process(filter, log_format, execute(cli));
 }

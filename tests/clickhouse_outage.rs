@@ -634,3 +634,288 @@ async fn clickhouse_unreachable_at_start_fails_fast_with_a_clear_message() {
     assert!(stderr.contains(&url), "the message names the URL: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// One GET to the operations listener: status code and body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(stream) => stream,
+        Err(error) => return (0, format!("connect: {error}")),
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// Samples of one metric in a Prometheus text exposition: (labels, value) per series.
+fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((metric, labels)) => (metric, labels.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn total(exposition: &str, name: &str) -> u64 {
+    samples(exposition, name)
+        .iter()
+        .map(|(_, v)| *v)
+        .sum::<f64>() as u64
+}
+
+/// Polls `path` until `accept(status, body)` or `wait` passes; returns the last answer.
+async fn wait_for(
+    port: u16,
+    path: &str,
+    wait: Duration,
+    accept: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let started = Instant::now();
+    loop {
+        let (status, body) = http_get(port, path);
+        if accept(status, &body) || started.elapsed() > wait {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_summary_lag_falls_to_zero_and_readyz_follows_clickhouse() {
+    // Proves, with `run --metrics-addr` against a private ClickHouse: /readyz is 503 naming
+    // the missing reference data while `run` waits for it (and /livez is 200), and ready
+    // once it is loaded; after a 20,000-message feed lands, consumed = accepted + rejected
+    // in /metrics, rejected by reason equals `rejected_events`, and every partition's lag
+    // (raw topics and the units topic) falls to 0; while ClickHouse is stopped /readyz is
+    // 503 saying it is unreachable, and ready again once it is back; at SIGTERM the
+    // summary's counts equal the scraped counters.
+    require_services().await;
+    let server = PrivateClickHouse::start();
+    let world = World::new("ch_metrics");
+    let config = SampleConfig {
+        events: 20_000,
+        seed: 91,
+        topics: world.sample_topics(),
+        ..SampleConfig::default()
+    };
+    let feed = generate(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let firms = write_file(dir.path(), "firms.csv", &firms_to_csv(&feed.firms));
+    let outlets = write_file(dir.path(), "outlets.csv", &outlets_to_csv(&feed.outlets));
+    let zones = write_file(dir.path(), "zones.csv", &zones_to_csv(&feed.zones));
+    server.run_ok(&world, &["migrate"]);
+    harness::kafka_config("producer")
+        .ensure_topics(
+            &[
+                world.takeout_topic.as_str(),
+                world.import_topic.as_str(),
+                world.rural_topic.as_str(),
+            ],
+            PARTITIONS,
+        )
+        .await
+        .expect("create the topics");
+
+    let [port] = free_ports::<1>();
+    let stderr_log = dir.path().join("run.stderr.log");
+    let stdout_log = dir.path().join("run.stdout.log");
+    let mut run = ChildGuard(
+        server
+            .command(&world)
+            .env("NO_COLOR", "1")
+            .args([
+                "run",
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--retry-backoff-max-ms",
+                "1000",
+            ])
+            .stdout(std::fs::File::create(&stdout_log).unwrap())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .expect("spawn run"),
+    );
+    let (status, body) = wait_for(port, "/readyz", Duration::from_secs(30), |s, b| {
+        s == 503 && b.contains("no reference data")
+    })
+    .await;
+    assert_eq!(status, 503, "waiting for reference data: {body}");
+    assert!(body.contains("refdata load"), "says what to load: {body}");
+    assert_eq!(http_get(port, "/livez").0, 200, "alive while waiting");
+    assert_alive(&mut run.0, &stderr_log, "waiting for reference data");
+
+    server.run_ok(
+        &world,
+        &[
+            "refdata",
+            "load",
+            "--firms",
+            firms.to_str().unwrap(),
+            "--outlets",
+            outlets.to_str().unwrap(),
+            "--zones",
+            zones.to_str().unwrap(),
+        ],
+    );
+    let (status, body) = wait_for(port, "/readyz", Duration::from_secs(60), |s, _| s == 200).await;
+    assert_eq!(status, 200, "ready once reference data is loaded: {body}");
+
+    produce(&feed.messages).await;
+    let started = Instant::now();
+    while server.decided(&world).await < config.events as u64 {
+        assert!(
+            started.elapsed() < CATCH_UP_WAIT,
+            "the feed did not land; stderr:\n{}",
+            tail(&read_log(&stderr_log), 20)
+        );
+        assert_alive(&mut run.0, &stderr_log, "ingesting");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Counters are published once per second by the loops, after each durable batch.
+    let (_, metrics) = wait_for(port, "/metrics", Duration::from_secs(15), |_, body| {
+        let lags = samples(body, "subsidy_consumer_lag_messages");
+        total(body, "subsidy_messages_accepted_total")
+            + total(body, "subsidy_messages_rejected_total")
+            == config.events as u64
+            && !lags.is_empty()
+            && lags.iter().all(|(_, v)| *v == 0.0)
+            && lags.iter().any(|(l, _)| l.contains(".units"))
+    })
+    .await;
+    let consumed = total(&metrics, "subsidy_messages_consumed_total");
+    let accepted = total(&metrics, "subsidy_messages_accepted_total");
+    let rejected = total(&metrics, "subsidy_messages_rejected_total");
+    assert_eq!(consumed, config.events as u64, "consumed:\n{metrics}");
+    assert_eq!(
+        consumed,
+        accepted + rejected,
+        "consumed = accepted + rejected"
+    );
+    let lags = samples(&metrics, "subsidy_consumer_lag_messages");
+    assert_eq!(
+        lags.len(),
+        3 * PARTITIONS as usize + subsidy_ingester::route::UNITS_PARTITIONS_DEFAULT as usize,
+        "raw and units partitions: {lags:?}"
+    );
+    assert!(
+        lags.iter().all(|(_, v)| *v == 0.0),
+        "lag falls to 0: {lags:?}"
+    );
+    let mut by_reason: Vec<(String, u64)> = samples(&metrics, "subsidy_messages_rejected_total")
+        .into_iter()
+        .fold(Vec::<(String, u64)>::new(), |mut acc, (labels, v)| {
+            let reason = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("reason=\""))
+                .map(|r| r.trim_end_matches('"').to_string())
+                .unwrap_or_default();
+            match acc.iter_mut().find(|(r, _)| *r == reason) {
+                Some(entry) => entry.1 += v as u64,
+                None => acc.push((reason, v as u64)),
+            }
+            acc
+        });
+    by_reason.sort();
+    let stored: Vec<(String, u64)> = server
+        .query(
+            &world,
+            "SELECT reason, toString(count()) FROM {db}.rejected_events GROUP BY reason ORDER BY reason",
+        )
+        .await
+        .into_iter()
+        .map(|row| (row[0].clone(), row[1].parse().unwrap()))
+        .collect();
+    assert_eq!(by_reason, stored, "rejected by reason = rejected_events");
+    for name in [
+        "subsidy_clickhouse_inserts_total",
+        "subsidy_clickhouse_rows_total",
+        "subsidy_clickhouse_insert_duration_seconds_count",
+        "subsidy_batch_rows_count",
+        "subsidy_durable_offset",
+        "subsidy_build_info",
+    ] {
+        assert!(total(&metrics, name) > 0, "{name} exported:\n{metrics}");
+    }
+
+    server.services("stop-clickhouse");
+    let (status, body) = wait_for(port, "/readyz", Duration::from_secs(20), |s, b| {
+        s == 503 && b.contains("ClickHouse unreachable")
+    })
+    .await;
+    assert_eq!(status, 503, "not ready while ClickHouse is stopped: {body}");
+    assert!(body.contains(&server.url()), "names the server: {body}");
+    assert_eq!(
+        http_get(port, "/livez").0,
+        200,
+        "alive while ClickHouse is down"
+    );
+    server.up();
+    let (status, body) = wait_for(port, "/readyz", Duration::from_secs(30), |s, _| s == 200).await;
+    assert_eq!(status, 200, "ready again once ClickHouse is back: {body}");
+
+    // SIGTERM: the summary agrees with the scraped counters.
+    let kill = Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(kill.success());
+    let exit_started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = run.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            exit_started.elapsed() < SHUTDOWN_WAIT,
+            "run did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        exit.success(),
+        "run exit: {exit}; stderr:\n{}",
+        tail(&read_log(&stderr_log), 20)
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        read_log(&stdout_log)
+            .lines()
+            .last()
+            .expect("a summary line"),
+    )
+    .expect("summary JSON");
+    assert_eq!(summary["consumed"].as_u64(), Some(consumed));
+    assert_eq!(summary["accepted"].as_u64(), Some(accepted));
+    assert_eq!(summary["rejected"].as_u64(), Some(rejected));
+    let summary_reasons: Vec<(String, u64)> = summary["rejected_by_reason"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(r, n)| (r.clone(), n.as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        summary_reasons, by_reason,
+        "summary's reasons = the metric's"
+    );
+}

@@ -117,6 +117,7 @@ pub struct BenchArgs {
 fn main() {
     subsidy_ingester::cli::start_process(
         subsidy_ingester::cli::QUIET_STORE_INFO,
+        subsidy_ingester::cli::LogFormat::Text,
         execute(Cli::parse()),
     );
 }

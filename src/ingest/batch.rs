@@ -241,6 +241,30 @@ impl Batch {
         crate::store::sink::byte_range(&self.row_ends, rows)
     }
 
+    /// When the batch's first row was pushed.
+    pub fn first_row_at(&self) -> Option<Instant> {
+        self.first_row_at
+    }
+
+    /// Topic and reason of every rejected row, given the rows ClickHouse refused (stored
+    /// as `storage_refused` instead); accepted rows are the ledger stage's to count.
+    pub fn rejections<'a>(
+        &'a self,
+        refused: &'a [usize],
+    ) -> impl Iterator<Item = (&'a str, &'static str, Option<Reason>)> + 'a {
+        self.row_sources
+            .iter()
+            .enumerate()
+            .filter_map(move |(index, source)| {
+                let reason = if refused.contains(&index) {
+                    Some(Reason::StorageRefused)
+                } else {
+                    source.rejection
+                };
+                reason.map(|r| (self.topics[source.topic].as_str(), "", Some(r)))
+            })
+    }
+
     /// Source and outcome of row `index`, with its topic name.
     pub fn row_source(&self, index: usize) -> (&str, RowSource) {
         let source = self.row_sources[index];

@@ -141,6 +141,8 @@ impl Flusher {
             rejected_by_reason[Reason::StorageRefused as usize] += 1;
         }
         self.stats.admit_durable(routed, &rejected_by_reason);
+        crate::telemetry::metrics::record_outcomes(batch.rejections(&written.refused));
+        crate::telemetry::metrics::record_batch("admit", batch.len(), batch.first_row_at());
         self.commit_advisory(batch);
         crate::crash::reached("after_commit");
         Ok(())
@@ -155,6 +157,7 @@ impl Flusher {
         batch.finish_units();
         let mut pending = batch.unit_sets();
         let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
+        let mut outage = crate::telemetry::health::BackoffGuard::new();
         loop {
             let mut deliveries = Vec::with_capacity(pending.len());
             for set in &pending {
@@ -203,6 +206,7 @@ impl Flusher {
                     detail: last_error,
                 });
             };
+            outage.enter();
             let units: usize = failed.iter().map(|set| set.records).sum();
             tracing::warn!(message = "Routing units failed; resending.", failed_sets = failed.len(), failed_units = units, error = %last_error, backoff_ms = wait.as_millis() as u64);
             tokio::time::sleep(wait).await;
@@ -211,11 +215,14 @@ impl Flusher {
     }
 
     fn commit_advisory(&self, batch: &Batch) {
-        let offsets = batch.next_offsets().iter().flat_map(|(topic, partitions)| {
-            partitions
-                .iter()
-                .map(move |(partition, next)| (topic.as_str(), *partition, *next))
-        });
-        crate::kafka::commit_advisory(&self.consumer, offsets);
+        let offsets = || {
+            batch.next_offsets().iter().flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(move |(partition, next)| (topic.as_str(), *partition, *next))
+            })
+        };
+        crate::telemetry::metrics::record_durable_offsets(offsets());
+        crate::kafka::commit_advisory(&self.consumer, offsets());
     }
 }

@@ -30,6 +30,9 @@ pub struct Processor {
     refdata: RefData,
     editions: Editions,
     units_partitions: u32,
+    /// `occurred_at` of the last message decoded (s since the epoch; 0 if it was not):
+    /// the poll loop's event-clock lag.
+    last_occurred_at_unix_s: u32,
 }
 
 impl Processor {
@@ -40,12 +43,20 @@ impl Processor {
             refdata,
             editions,
             units_partitions,
+            last_occurred_at_unix_s: 0,
         }
+    }
+
+    /// `occurred_at` of the last message processed, s since the epoch; 0 if it did not
+    /// decode.
+    pub fn last_occurred_at_unix_s(&self) -> u32 {
+        self.last_occurred_at_unix_s
     }
 
     /// Decides the message's outcome and appends it to `batch`: a rejection (row and dead
     /// letter), or an admitted row (`reason = ''`) and the unit record for its owner.
     pub fn process(&mut self, message: Consumed<'_>, batch: &mut Batch) {
+        self.last_occurred_at_unix_s = 0;
         let mut row = OutcomeRow {
             topic: message.topic,
             partition: message.partition as u32,
@@ -69,6 +80,7 @@ impl Processor {
         row.event_id = &event.event_id;
         row.program = event.program().as_str();
         row.occurred_at_unix_s = datetime_seconds(&event.occurred_at);
+        self.last_occurred_at_unix_s = row.occurred_at_unix_s;
         row.local_date_days = date_days(date);
         let unit = match evaluate(&event, &self.refdata, &self.editions) {
             Ok(unit) => unit,

@@ -22,6 +22,8 @@ use crate::recycle::{Pool, Recycle};
 use crate::store::outcomes::resume_offset;
 use crate::store::sink::Sink;
 use crate::store::{migrate, refdata_store, Store, StoreConfig, StoreError};
+use crate::telemetry::health::{probe_clickhouse, HEALTH};
+use crate::telemetry::metrics::{self as names, TopicCounts};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use std::collections::HashMap;
@@ -37,6 +39,16 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const CAUGHT_UP_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often progress is logged.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the poll loops publish their counts and lag (and say they are alive).
+const METRICS_TICK: Duration = Duration::from_secs(1);
+/// Messages a busy loop handles between two looks at the clock for [`METRICS_TICK`].
+const MESSAGES_PER_TICK_CHECK: u32 = 1024;
+/// How often `/readyz`'s ClickHouse probe runs (and its timeout).
+const CLICKHOUSE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often `run` looks again for reference data while it has none.
+const REFDATA_WAIT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the state store's size is published.
+const STATE_SIZE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of `run`.
 #[derive(Debug, Clone)]
@@ -65,6 +77,8 @@ pub struct RunSettings {
     /// Exit once every assigned partition is consumed up to its high watermark
     /// (for demos, tests and benchmarks); otherwise run until SIGTERM/SIGINT.
     pub until_caught_up: bool,
+    /// Where `/metrics`, `/livez` and `/readyz` are served; nowhere when `None`.
+    pub metrics_addr: Option<String>,
 }
 
 /// Why `run` failed. Each message says what to do.
@@ -88,6 +102,10 @@ pub enum RunError {
     CrashSetup(#[from] crate::crash::CrashSetupError),
     #[error("the flusher stopped unexpectedly: {0}")]
     FlusherGone(String),
+    #[error(transparent)]
+    Listen(#[from] crate::telemetry::http::ListenError),
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::metrics::InstallError),
 }
 
 /// Runs until a shutdown is requested (or, with `until_caught_up`, until caught up), then
@@ -95,12 +113,22 @@ pub enum RunError {
 pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
     let process_started = Instant::now();
     crate::crash::arm_from_env()?;
-    let store = Store::connect(&settings.store).await?;
-    migrate::ensure_migrated(&store, &settings.editions).await?;
-    let refdata = refdata_store::load_current(&store).await?;
-    if refdata.firms.is_empty() && refdata.outlets.is_empty() && refdata.zones.is_empty() {
-        return Err(RunError::NoRefData(store.database().to_string()));
+    HEALTH.set_running(false);
+    if let Some(addr) = &settings.metrics_addr {
+        serve_operations(addr, &settings.editions).await?;
     }
+    let store = Store::connect(&settings.store).await?;
+    let probe = tokio::spawn(probe_clickhouse(
+        store.client().clone(),
+        settings.store.url.clone(),
+        CLICKHOUSE_PROBE_INTERVAL,
+    ));
+    let _probe = AbortOnDrop(probe);
+    migrate::ensure_migrated(&store, &settings.editions).await?;
+    let Some(refdata) = wait_for_refdata(&store, &settings, &shutdown).await? else {
+        // A signal while waiting: nothing was consumed.
+        return Ok(Stats::default().summary(0, process_started));
+    };
     settings.kafka.check_reachable(Duration::from_secs(10))?;
     settings
         .kafka
@@ -137,15 +165,16 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
     let drain_counter = ledger_batches.clone();
     let ledger_context = IngestContext::new(
         Box::new(move |_topic, partition| {
-            ledger_handle
-                .block_on(restore(&ledger_store, &ledger_state, partition))
-                .map_err(|error| match error {
-                    crate::ledger::stage::RestoreError::Store(error) => error,
-                    crate::ledger::stage::RestoreError::State(error) => StoreError::Query {
-                        statement: "restore ledger state".into(),
-                        detail: error.to_string(),
-                    },
-                })
+            HEALTH.restoring(true);
+            let restored = ledger_handle.block_on(restore(&ledger_store, &ledger_state, partition));
+            HEALTH.restoring(false);
+            restored.map_err(|error| match error {
+                crate::ledger::stage::RestoreError::Store(error) => error,
+                crate::ledger::stage::RestoreError::State(error) => StoreError::Query {
+                    statement: "restore ledger state".into(),
+                    detail: error.to_string(),
+                },
+            })
         }),
         shutdown.clone(),
         settings.retry_backoff_max,
@@ -274,6 +303,8 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         Ok(())
     });
     let progress_task = tokio::spawn(log_progress(stats.clone()));
+    let state_size_task = AbortOnDrop(tokio::spawn(watch_state_size(state.clone())));
+    HEALTH.set_running(true);
 
     let loop_consumer = consumer.clone();
     let loop_stats = stats.clone();
@@ -309,6 +340,8 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         .await
         .map_err(|e| RunError::FlusherGone(e.to_string()))?;
     progress_task.abort();
+    drop(state_size_task);
+    HEALTH.set_running(false);
     ledger_consumer.unsubscribe();
     flush_result?;
     ledger_flush_result?;
@@ -319,6 +352,217 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
         .expect("ledger state poisoned")
         .approximate_units_owned();
     Ok(stats.summary(units_held as u64, process_started))
+}
+
+/// Installs the metrics recorder and serves `/metrics`, `/livez` and `/readyz` on `addr`.
+async fn serve_operations(addr: &str, editions: &crate::edition::Editions) -> Result<(), RunError> {
+    let listener = crate::telemetry::http::bind(addr).await?;
+    let handle = crate::telemetry::metrics::install(&editions.names_joined())?;
+    tracing::info!(message = "Serving /metrics, /livez and /readyz.", addr = ?crate::telemetry::http::local_addr(&listener));
+    tokio::spawn(crate::telemetry::http::serve(listener, handle));
+    Ok(())
+}
+
+/// The current reference data. Without any, a service waits (not ready, saying what to
+/// load) until an operator loads it or a signal comes (`None`); a batch job
+/// (`--until-caught-up`) fails at once, as there is nothing to catch up with.
+async fn wait_for_refdata(
+    store: &Store,
+    settings: &RunSettings,
+    shutdown: &AtomicBool,
+) -> Result<Option<crate::refdata::RefData>, RunError> {
+    let mut warned = false;
+    loop {
+        let refdata = refdata_store::load_current(store).await?;
+        if !(refdata.firms.is_empty() && refdata.outlets.is_empty() && refdata.zones.is_empty()) {
+            HEALTH.set_waiting(None);
+            return Ok(Some(refdata));
+        }
+        let error = RunError::NoRefData(store.database().to_string());
+        if settings.until_caught_up {
+            return Err(error);
+        }
+        HEALTH.set_waiting(Some(error.to_string()));
+        if !warned {
+            tracing::warn!(message = "Waiting for reference data; /readyz says not ready until it is loaded.", detail = %error);
+            warned = true;
+        }
+        let waited = Instant::now();
+        while waited.elapsed() < REFDATA_WAIT_INTERVAL {
+            if shutdown.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            HEALTH.beat();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Aborts a background task when dropped (the probe, the size watcher), so no early
+/// return leaves one running.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Publishes the ledger state's size on disk every [`STATE_SIZE_INTERVAL`].
+async fn watch_state_size(state: Arc<Mutex<LedgerState>>) {
+    let mut ticker = tokio::time::interval(STATE_SIZE_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let bytes = state.lock().expect("ledger state poisoned").disk_bytes();
+        metrics::gauge!(names::STATE_STORE_BYTES).set(bytes as f64);
+    }
+}
+
+/// What a poll loop publishes once per [`METRICS_TICK`]: its message counts, its
+/// partitions' lag, and a liveness beat. Looks at the clock only every
+/// [`MESSAGES_PER_TICK_CHECK`] messages (or when idle), not per message.
+struct MetricsTicker {
+    counts: TopicCounts,
+    clocks: PartitionClocks,
+    last_tick: Instant,
+    since_check: u32,
+}
+
+impl Default for MetricsTicker {
+    fn default() -> Self {
+        MetricsTicker {
+            counts: TopicCounts::default(),
+            clocks: PartitionClocks::default(),
+            last_tick: Instant::now(),
+            since_check: 0,
+        }
+    }
+}
+
+impl MetricsTicker {
+    /// Called once per loop turn: ticks if it is time.
+    fn maybe_tick(&mut self, consumer: &BaseConsumer<IngestContext>, positions: &Positions) {
+        self.since_check += 1;
+        if self.since_check < MESSAGES_PER_TICK_CHECK {
+            return;
+        }
+        self.since_check = 0;
+        if self.last_tick.elapsed() >= METRICS_TICK {
+            self.tick(consumer, positions);
+        }
+    }
+
+    /// An idle poll: the next turn looks at the clock.
+    fn idle(&mut self) {
+        self.since_check = MESSAGES_PER_TICK_CHECK;
+    }
+
+    fn tick(&mut self, consumer: &BaseConsumer<IngestContext>, positions: &Positions) {
+        HEALTH.beat();
+        self.counts.flush();
+        publish_lag(consumer, positions, &self.clocks);
+        self.last_tick = Instant::now();
+    }
+}
+
+/// Last consumed message per partition, for the lag in seconds: a short vector with the
+/// last-used entry first in line, as a loop reads a few partitions in runs.
+#[derive(Default)]
+struct PartitionClocks {
+    entries: Vec<PartitionClock>,
+    last: usize,
+}
+
+struct PartitionClock {
+    topic: String,
+    partition: i32,
+    /// The message's Kafka timestamp, ms since the epoch (`None`: the broker gave none).
+    broker_ms: Option<i64>,
+    /// Its `occurred_at`, s since the epoch (0: not decoded, or the units topic).
+    event_s: u32,
+}
+
+impl PartitionClocks {
+    fn note(&mut self, topic: &str, partition: i32, broker_ms: Option<i64>, event_s: u32) {
+        let hit = self
+            .entries
+            .get(self.last)
+            .is_some_and(|e| e.partition == partition && e.topic == topic);
+        if !hit {
+            self.last = match self
+                .entries
+                .iter()
+                .position(|e| e.partition == partition && e.topic == topic)
+            {
+                Some(index) => index,
+                None => {
+                    self.entries.push(PartitionClock {
+                        topic: topic.to_string(),
+                        partition,
+                        broker_ms: None,
+                        event_s: 0,
+                    });
+                    self.entries.len() - 1
+                }
+            };
+        }
+        let entry = &mut self.entries[self.last];
+        entry.broker_ms = broker_ms;
+        entry.event_s = event_s;
+    }
+
+    fn get(&self, topic: &str, partition: i32) -> Option<&PartitionClock> {
+        self.entries
+            .iter()
+            .find(|e| e.partition == partition && e.topic == topic)
+    }
+}
+
+/// Publishes each assigned partition's lag: messages to the (cached) high watermark, and
+/// while behind, how old the last consumed message is by the broker's and the event's
+/// clock (0 when caught up).
+fn publish_lag(
+    consumer: &BaseConsumer<IngestContext>,
+    positions: &Positions,
+    clocks: &PartitionClocks,
+) {
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let Some((low, high)) = crate::kafka::cached_watermarks(consumer, topic, partition) else {
+            continue;
+        };
+        let next = positions
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .copied()
+            .unwrap_or(low);
+        let behind = (high - next).max(0);
+        let partition_label = partition.to_string();
+        metrics::gauge!(names::CONSUMER_LAG_MESSAGES, "topic" => topic.to_string(), "partition" => partition_label.clone())
+            .set(behind as f64);
+        let clock = clocks.get(topic, partition);
+        let broker_s = match clock.and_then(|c| c.broker_ms) {
+            Some(ms) if behind > 0 => ((now_ms - ms).max(0) as f64) / 1000.0,
+            _ => 0.0,
+        };
+        metrics::gauge!(names::CONSUMER_LAG_SECONDS, "topic" => topic.to_string(), "partition" => partition_label.clone(), "clock" => "broker")
+            .set(broker_s);
+        if let Some(event_s) = clock.map(|c| c.event_s).filter(|&s| s > 0) {
+            let seconds = if behind > 0 {
+                ((now_ms / 1000 - i64::from(event_s)).max(0)) as f64
+            } else {
+                0.0
+            };
+            metrics::gauge!(names::CONSUMER_LAG_SECONDS, "topic" => topic.to_string(), "partition" => partition_label, "clock" => "event")
+                .set(seconds);
+        }
+    }
 }
 
 /// Next offset to process per assigned partition: topic → partition → offset.
@@ -339,11 +583,13 @@ fn poll_loop(
     let mut last_caught_up_check = Instant::now();
     let mut ship_wait = Duration::ZERO;
     let mut caught_up_wait = Duration::ZERO;
+    let mut ticker = MetricsTicker::default();
     loop {
         if shutdown.load(Ordering::Relaxed) {
             crate::crash::reached("during_shutdown");
             break;
         }
+        ticker.maybe_tick(consumer, &positions);
         let polled = consumer.poll(POLL_TIMEOUT);
         // After the poll, which runs the rebalance callbacks: a revocation drained the
         // shipped batches; the unshipped one is dropped, as nothing of it is durable or
@@ -356,6 +602,9 @@ fn poll_loop(
                 );
                 batch.clear();
             }
+            HEALTH.source_partitions_changed(
+                changes.assigned.len() as i64 - changes.revoked.len() as i64,
+            );
             for (topic, partition) in changes.revoked {
                 if let Some(partitions) = positions.get_mut(&topic) {
                     partitions.remove(&partition);
@@ -371,6 +620,7 @@ fn poll_loop(
         }
         match polled {
             None => {
+                ticker.idle();
                 if settings.until_caught_up
                     && last_caught_up_check.elapsed() >= CAUGHT_UP_CHECK_INTERVAL
                 {
@@ -401,11 +651,13 @@ fn poll_loop(
                         stats
                             .skipped_already_durable
                             .fetch_add(1, Ordering::Relaxed);
+                        ticker.counts.add(topic, true);
                         continue;
                     }
                     _ => {}
                 }
                 partitions.insert(partition, offset + 1);
+                ticker.counts.add(topic, false);
                 let consumed = Consumed {
                     topic,
                     partition,
@@ -414,6 +666,12 @@ fn poll_loop(
                     received_at_unix_s: now_unix_s(),
                 };
                 processor.process(consumed, &mut batch);
+                ticker.clocks.note(
+                    topic,
+                    partition,
+                    message.timestamp().to_millis(),
+                    processor.last_occurred_at_unix_s(),
+                );
                 crate::crash::reached("mid_batch");
                 if batch.is_full(&settings.limits) {
                     let ship_started = Instant::now();
@@ -429,6 +687,7 @@ fn poll_loop(
     if !batch.is_empty() {
         ship(&mut batch, batch_tx, batch_capacity, in_flight)?;
     }
+    ticker.tick(consumer, &positions);
     tracing::debug!(
         message = "Poll loop done.",
         ship_wait_ms = ship_wait.as_millis() as u64,
@@ -544,10 +803,12 @@ fn ledger_poll_loop(
     let mut batch = DecisionBatch::default();
     let mut positions: Positions = HashMap::new();
     let mut last_caught_up_check = Instant::now();
+    let mut ticker = MetricsTicker::default();
     loop {
         if shutdown.load(Ordering::Relaxed) {
             break;
         }
+        ticker.maybe_tick(consumer, &positions);
         let polled = consumer.poll(POLL_TIMEOUT);
         if let Some(changes) = consumer.context().take_changes() {
             if !changes.revoked.is_empty() && !batch.is_empty() {
@@ -588,6 +849,7 @@ fn ledger_poll_loop(
         }
         match polled {
             None => {
+                ticker.idle();
                 if settings.until_caught_up
                     && admit_done.load(Ordering::Acquire)
                     && last_caught_up_check.elapsed() >= CAUGHT_UP_CHECK_INTERVAL
@@ -627,6 +889,12 @@ fn ledger_poll_loop(
                     }
                 }
                 partitions.insert(partition, offset + 1);
+                ticker.clocks.note(
+                    message.topic(),
+                    partition,
+                    message.timestamp().to_millis(),
+                    0,
+                );
                 processor.process(partition, offset, message.payload(), &mut batch);
                 crate::crash::reached("ledger_mid_batch");
                 if batch.len() >= settings.limits.rows_max
@@ -644,6 +912,7 @@ fn ledger_poll_loop(
         }
     }
     ship_decisions(&mut batch, batch_tx, in_flight)?;
+    ticker.tick(consumer, &positions);
     Ok(())
 }
 
@@ -706,6 +975,8 @@ impl<B: Recycle> InFlight<B> {
             if flusher_gone() {
                 return false;
             }
+            // Waiting for ClickHouse to take a batch is alive, not wedged.
+            HEALTH.beat();
             guard = self
                 .finished_signal
                 .1
@@ -734,6 +1005,7 @@ impl<B: Recycle> InFlight<B> {
                 tracing::error!(message = "In-flight batches not durable after the drain wait; letting the partitions go. The next owner may decide some records again.");
                 return;
             }
+            HEALTH.beat();
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -69,6 +69,16 @@ impl Stats {
             .fetch_add(tally.truncated, Ordering::Relaxed);
         self.dead_letters_failed
             .fetch_add(tally.failed, Ordering::Relaxed);
+        use crate::telemetry::metrics::DEAD_LETTERS;
+        for (result, n) in [
+            ("sent", tally.sent),
+            ("truncated", tally.truncated),
+            ("failed", tally.failed),
+        ] {
+            if n > 0 {
+                metrics::counter!(DEAD_LETTERS, "result" => result).increment(n);
+            }
+        }
     }
 
     /// The summary of the run so far.

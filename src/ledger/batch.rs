@@ -26,6 +26,8 @@ struct RowMeta {
     topic: usize,
     received_at_unix_s: u32,
     decided_at_unix_s: u32,
+    /// The record's program, for the accepted metric.
+    program: Option<crate::domain::Program>,
 }
 
 /// Decision rows of one batch.
@@ -79,6 +81,7 @@ impl DecisionBatch {
             topic,
             received_at_unix_s: row.record.received_at_unix_s,
             decided_at_unix_s: row.decided_at_unix_s,
+            program: row.record.program,
         });
         self.note_offset(row.ledger_partition as i32, row.ledger_offset as i64);
     }
@@ -169,6 +172,23 @@ impl DecisionBatch {
             }
         }
         (units, rejected)
+    }
+
+    /// Source topic, program and rejection (if any) of every row, given the refused rows'
+    /// indices (stored as `storage_refused`): what the metrics count.
+    pub fn outcomes<'a>(
+        &'a self,
+        refused: &'a [usize],
+    ) -> impl Iterator<Item = (&'a str, &'static str, Option<Reason>)> + 'a {
+        self.meta.iter().enumerate().map(move |(index, meta)| {
+            let rejection = if refused.contains(&index) {
+                Some(Reason::StorageRefused)
+            } else {
+                meta.rejection
+            };
+            let program = meta.program.map_or("unknown", |p| p.as_str());
+            (self.topics[meta.topic].as_str(), program, rejection)
+        })
     }
 
     /// What to commit to the state once the rows are durable.

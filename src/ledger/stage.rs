@@ -131,6 +131,10 @@ pub async fn restore(
     let mut others: Vec<OtherSource> = Vec::new();
     let mut restored = 0u64;
     let mut failure: Option<StateError> = None;
+    let mut progress = crate::telemetry::progress::Progress::new(
+        format!("restoring the ledger state of units partition {partition}: units"),
+        None,
+    );
     let rows = for_each_unit_since(store, partition as u32, from, |row| {
         if failure.is_some() {
             return;
@@ -167,6 +171,10 @@ pub async fn restore(
         }
         if chunk.len() + others.len() >= RESTORE_CHUNK_UNITS {
             restored += chunk.len() as u64;
+            metrics::counter!(crate::telemetry::metrics::STATE_RESTORE_RECORDS)
+                .increment((chunk.len() + others.len()) as u64);
+            progress.set(restored);
+            crate::telemetry::health::HEALTH.beat();
             if let Err(error) = guard.commit(&chunk, &others, &[]) {
                 failure = Some(error);
             }
@@ -179,6 +187,10 @@ pub async fn restore(
         return Err(error.into());
     }
     restored += chunk.len() as u64;
+    metrics::counter!(crate::telemetry::metrics::STATE_RESTORE_RECORDS)
+        .increment((chunk.len() + others.len()) as u64);
+    progress.set(restored);
+    progress.finish();
     let mut guard = state.lock().expect("ledger state poisoned");
     let last_topic = guard.topic_id(&last.source_topic)?;
     let mark = Mark {
@@ -479,17 +491,22 @@ impl LedgerFlusher {
         crate::crash::reached("ledger_after_state");
         let (units, rejected) = batch.tally(&written.refused);
         self.stats.batch_durable(units, &rejected);
+        crate::telemetry::metrics::record_outcomes(batch.outcomes(&written.refused));
+        crate::telemetry::metrics::record_batch("ledger", batch.len(), batch.first_row_at());
         let topic = self
             .consumer
             .subscription()
             .ok()
             .and_then(|s| s.elements().first().map(|e| e.topic().to_string()));
         if let Some(topic) = topic {
-            let offsets = batch
-                .next_offsets()
-                .iter()
-                .map(|(partition, next)| (topic.as_str(), *partition, *next));
-            crate::kafka::commit_advisory(&self.consumer, offsets);
+            let offsets = || {
+                batch
+                    .next_offsets()
+                    .iter()
+                    .map(|(partition, next)| (topic.as_str(), *partition, *next))
+            };
+            crate::telemetry::metrics::record_durable_offsets(offsets());
+            crate::kafka::commit_advisory(&self.consumer, offsets());
         }
         Ok(())
     }

@@ -163,6 +163,8 @@ impl Sink {
             )
             .await?;
             written.refused.push(range.start);
+            metrics::counter!(crate::telemetry::metrics::CLICKHOUSE_REFUSALS, "table" => self.table.name)
+                .increment(1);
         }
         Ok(written)
     }
@@ -179,8 +181,12 @@ impl Sink {
         encode: impl Fn(&[usize]) -> Bytes,
         written: &mut Written,
     ) -> Result<(), StoreError> {
+        use crate::telemetry::metrics as names;
         let mut backoff = Backoff::new(self.retry_backoff_max, self.give_up_after);
+        let mut outage = crate::telemetry::health::BackoffGuard::new();
+        let mut rows_in_body = range.len();
         loop {
+            let attempt_started = Instant::now();
             match insert_rows(
                 &self.store,
                 self.table.name,
@@ -190,6 +196,12 @@ impl Sink {
             .await
             {
                 Ok(()) => {
+                    let table = self.table.name;
+                    metrics::histogram!(names::CLICKHOUSE_INSERT_DURATION, "table" => table)
+                        .record(attempt_started.elapsed().as_secs_f64());
+                    metrics::counter!(names::CLICKHOUSE_INSERTS, "table" => table).increment(1);
+                    metrics::counter!(names::CLICKHOUSE_ROWS, "table" => table)
+                        .increment(rows_in_body as u64);
                     if backoff.failures > 0 {
                         tracing::info!(
                             message = "ClickHouse insert succeeded after retries.",
@@ -206,12 +218,18 @@ impl Sink {
                     };
                     tracing::warn!(message = "ClickHouse insert failed; retrying.", table = self.table.name, %error, attempt = backoff.failures, backoff_ms = wait.as_millis() as u64);
                     written.retries += 1;
+                    metrics::counter!(names::CLICKHOUSE_RETRIES, "table" => self.table.name)
+                        .increment(1);
+                    outage.enter();
                     tokio::time::sleep(wait).await;
                     // The failed insert may have landed in part: keep only the rows that
                     // are not stored yet (a prefix per partition landed, if anything).
                     match self.unstored(batch, range.clone()).await {
                         Ok(rest) if rest.is_empty() => return Ok(()),
-                        Ok(rest) => body = encode(&rest),
+                        Ok(rest) => {
+                            rows_in_body = rest.len();
+                            body = encode(&rest);
+                        }
                         // Still unreachable: try again after the next wait.
                         Err(error) if error.is_retryable() => continue,
                         Err(error) => return Err(error),
