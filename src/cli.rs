@@ -630,8 +630,15 @@ async fn load_refdata(
         }
         Err(other) => return Err(other.into()),
     };
+    let rows = valid.rows();
+    let mut progress = crate::telemetry::progress::Progress::new(
+        "refdata load: rows validated, storing",
+        Some(rows as u64),
+    );
+    progress.set(rows as u64);
     let store = Store::connect(&clickhouse.store_config()).await?;
     let (load_id, counts) = refdata_store::store_files(&store, &valid, editions).await?;
+    progress.finish();
     println!(
         "loaded reference data {load_id} into {}: {} firms, {} outlets, {} zones",
         store.database(),

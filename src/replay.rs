@@ -1030,6 +1030,15 @@ fn consume(
         cursors,
     };
     let mut last_progress = Instant::now();
+    let total: i64 = ranges
+        .iter()
+        .map(|r| (r.end_offset - r.start_offset).max(0) as i64)
+        .sum();
+    let mut progress = crate::telemetry::progress::Progress::new(
+        format!("replaying {topic}: messages"),
+        Some(total as u64),
+    );
+    let mut seen = 0u64;
     while pending > 0 {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
@@ -1057,6 +1066,10 @@ fn consume(
                 let end = cursor.end;
                 if offset < end {
                     replayer.take(partition, offset, message.payload());
+                    seen += 1;
+                    if seen % 4096 == 0 {
+                        progress.set(seen);
+                    }
                 }
                 if offset + 1 >= end {
                     replayer.finish(partition);
@@ -1082,6 +1095,8 @@ fn consume(
             });
         }
     }
+    progress.set(seen);
+    progress.finish();
     replayer.release_all();
     insert(&mut replayer.batch, &mut ledger, scratch, handle)?;
     let _ = consumer.unassign();

@@ -33,7 +33,14 @@ pub async fn produce(
     kafka.ensure_topics(&topics, partitions).await?;
     let producer = kafka.producer()?;
     let mut in_flight: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
+    let mut progress = subsidy_ingester::telemetry::progress::Progress::new(
+        "producing: messages",
+        Some(messages.len() as u64),
+    );
     for (index, message) in messages.iter().enumerate() {
+        if index % 4096 == 0 {
+            progress.set(index as u64);
+        }
         loop {
             let mut record = FutureRecord::to(&message.topic).payload(&message.payload);
             if !message.key.is_empty() {
@@ -62,6 +69,8 @@ pub async fn produce(
     }
     let remaining = in_flight.len();
     await_oldest(&mut in_flight, messages, remaining).await?;
+    progress.set(messages.len() as u64);
+    progress.finish();
     Ok(messages.len())
 }
 

@@ -358,7 +358,9 @@ pub async fn run(settings: RunSettings, shutdown: Arc<AtomicBool>) -> Result<Run
 async fn serve_operations(addr: &str, editions: &crate::edition::Editions) -> Result<(), RunError> {
     let listener = crate::telemetry::http::bind(addr).await?;
     let handle = crate::telemetry::metrics::install(&editions.names_joined())?;
-    tracing::info!(message = "Serving /metrics, /livez and /readyz.", addr = ?crate::telemetry::http::local_addr(&listener));
+    let bound = crate::telemetry::http::local_addr(&listener)
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    tracing::info!(message = "Serving /metrics, /livez and /readyz.", addr = %bound);
     tokio::spawn(crate::telemetry::http::serve(listener, handle));
     Ok(())
 }

@@ -223,6 +223,15 @@ pub struct ValidFiles {
     zones: Option<Vec<Zone>>,
 }
 
+impl ValidFiles {
+    /// Rows validated, over every given file.
+    pub fn rows(&self) -> usize {
+        self.firms.as_ref().map_or(0, Vec::len)
+            + self.outlets.as_ref().map_or(0, Vec::len)
+            + self.zones.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Parses every given file and collects every file's errors: the first half of "validate
 /// everything, then store", so a bad row is reported even when ClickHouse is away.
 pub fn validate_files(files: &RefdataFiles) -> Result<ValidFiles, LoadError> {
