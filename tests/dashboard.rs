@@ -220,35 +220,10 @@ fn provisioning_parses_and_every_panel_names_a_provisioned_data_source() {
 /// The metric names a PromQL expression reads: identifiers that are not functions,
 /// keywords, label names in `by (…)`/`{…}`, durations in `[…]` or string contents.
 fn promql_metrics(expr: &str) -> BTreeSet<String> {
-    const KEYWORDS: &[&str] = &[
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-        "bool",
-        "offset",
-        "and",
-        "or",
-        "unless",
-        "inf",
-        "nan", // and the aggregation operators, which may precede `by`:
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "group",
-        "stddev",
-        "stdvar",
-        "count",
-        "count_values",
-        "bottomk",
-        "topk",
-        "quantile",
-        "limitk",
-        "limit_ratio",
-    ];
+    // PromQL's keywords, and its aggregation operators (which may precede `by (…)`).
+    const KEYWORDS: &str = "by without on ignoring group_left group_right bool offset and or \
+        unless inf nan sum min max avg group stddev stdvar count count_values bottomk topk \
+        quantile limitk limit_ratio";
     // Blank out strings, label matchers and range selectors, which hold no metric name.
     let mut plain = String::with_capacity(expr.len());
     let mut closing: Option<char> = None;
@@ -285,7 +260,10 @@ fn promql_metrics(expr: &str) -> BTreeSet<String> {
                 "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
             ) {
                 grouping = next == Some(&'(');
-            } else if next != Some(&'(') && !grouping && !KEYWORDS.contains(&word.as_str()) {
+            } else if next != Some(&'(')
+                && !grouping
+                && !KEYWORDS.split_whitespace().any(|k| k == word)
+            {
                 names.insert(word);
             }
         } else if c.is_ascii_digit() {
