@@ -142,7 +142,8 @@ fn compose_mount(service: &str, source: &str) -> String {
 fn provisioning_parses_and_every_panel_names_a_provisioned_data_source() {
     // Proves: the provisioning YAML and the dashboard JSON parse; the dashboard provider
     // reads the folder docker-compose.yml mounts the dashboards at, and Grafana mounts the
-    // provisioning folder where it reads it; Prometheus scrapes ingester:9464/metrics; each
+    // provisioning folder where it reads it; Prometheus scrapes ingester:9464/metrics, where
+    // the compose file has the ingester serve them; each
     // panel, query and template variable names a provisioned data source by uid and type;
     // panel ids are unique and every panel has a description (the README's source).
     let sources = provisioned_datasources();
@@ -177,6 +178,12 @@ fn provisioning_parses_and_every_panel_names_a_provisioned_data_source() {
     assert_eq!(
         job["static_configs"][0]["targets"][0].as_str(),
         Some("ingester:9464")
+    );
+    let compose = yaml_file(&repo("docker-compose.yml"));
+    assert_eq!(
+        compose["services"]["ingester"]["environment"]["SUBSIDY_METRICS_ADDR"].as_str(),
+        Some("0.0.0.0:9464"),
+        "the ingester serves its metrics where Prometheus scrapes them"
     );
 
     let dashboard = dashboard();
