@@ -142,10 +142,10 @@ fn compose_mount(service: &str, source: &str) -> String {
 fn provisioning_parses_and_every_panel_names_a_provisioned_data_source() {
     // Proves: the provisioning YAML and the dashboard JSON parse; the dashboard provider
     // reads the folder docker-compose.yml mounts the dashboards at, and Grafana mounts the
-    // provisioning folder where it reads it; Prometheus scrapes ingester:9464/metrics, where
-    // the compose file has the ingester serve them; each
-    // panel, query and template variable names a provisioned data source by uid and type;
-    // panel ids are unique and every panel has a description (the README's source).
+    // provisioning folder where it reads it; Prometheus scrapes ingester:9464/metrics,
+    // where the compose file has the ingester serve them; each panel, query and template
+    // variable names a provisioned data source by uid and type; panel ids are unique and
+    // every panel has a description (the README's source).
     let sources = provisioned_datasources();
     assert!(
         sources.values().any(|t| t == CLICKHOUSE_TYPE),
