@@ -1,5 +1,7 @@
-# Builds the `subsidy-ingester` binary and ships it in a small Debian image.
-# Used by docker-compose.yml (service `ingester`); plain `docker build .` works too.
+# Builds the `subsidy-ingester` binary and the dev tools' `subsidy-dev` (sample feeds, for
+# the compose file's `demo` service) and ships both in a small Debian image.
+# Used by docker-compose.yml (services `migrate`, `ingester`, `demo`); plain
+# `docker build .` works too.
 # Only classic Dockerfile features are used, so it also builds without BuildKit.
 
 # --- build stage -------------------------------------------------------------
@@ -14,8 +16,8 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin subsidy-ingester \
-    && cp target/release/subsidy-ingester /usr/local/bin/subsidy-ingester
+RUN cargo build --release --locked --bin subsidy-ingester --bin subsidy-dev \
+    && cp target/release/subsidy-ingester target/release/subsidy-dev /usr/local/bin/
 
 # --- runtime stage -----------------------------------------------------------
 FROM debian:bookworm-slim
@@ -24,9 +26,13 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates zlib1g \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --no-create-home --shell /usr/sbin/nologin ingester
+    && useradd --system --no-create-home --shell /usr/sbin/nologin ingester \
+    && install -d -o ingester -g ingester /var/lib/subsidy-ingester
 
-COPY --from=builder /usr/local/bin/subsidy-ingester /usr/local/bin/subsidy-ingester
+COPY --from=builder /usr/local/bin/subsidy-ingester /usr/local/bin/subsidy-dev /usr/local/bin/
 
 USER ingester
+# The ledger's local state (`state`, SUBSIDY_STATE_DIR's default, is relative): a folder
+# the ingester user owns, so a volume mounted here starts owned by it too.
+WORKDIR /var/lib/subsidy-ingester
 CMD ["subsidy-ingester", "run"]
