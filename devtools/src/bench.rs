@@ -33,6 +33,9 @@ pub struct BenchSettings {
     pub history_units: u64,
     /// The `subsidy-ingester` binary to run as the ingester.
     pub ingester_exe: PathBuf,
+    /// Run the ingester with `--metrics-addr` at this address (the metrics' cost); without
+    /// metrics when `None`.
+    pub metrics_addr: Option<String>,
 }
 
 /// Measurements on top of seeded history (`--history-units`).
@@ -71,6 +74,13 @@ pub struct BenchReport {
     pub ingester_ratio_to_bare: f64,
     pub ingester_peak_rss_mib: f64,
     pub ingester_wall_seconds_with_startup: f64,
+    /// Whether the ingester served metrics (`--metrics-addr`).
+    pub ingester_metrics: bool,
+    /// The ingester's CPU time over its whole run (start-up included), seconds.
+    pub ingester_cpu_seconds: f64,
+    /// Its CPU time per event, microseconds: what the code costs, barely moved by other
+    /// work sharing the cores (unlike events/s).
+    pub ingester_cpu_us_per_event: f64,
     pub accepted: u64,
     pub rejected: u64,
     pub database: String,
@@ -304,6 +314,13 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
         ingester_peak_rss_mib: (summary.peak_rss_bytes as f64 / (1 << 20) as f64 * 10.0).round()
             / 10.0,
         ingester_wall_seconds_with_startup: (wall.as_secs_f64() * 10.0).round() / 10.0,
+        ingester_metrics: settings.metrics_addr.is_some(),
+        ingester_cpu_seconds: (summary.cpu_seconds * 100.0).round() / 100.0,
+        ingester_cpu_us_per_event: if settings.events > 0 {
+            (summary.cpu_seconds * 1e6 / settings.events as f64 * 100.0).round() / 100.0
+        } else {
+            0.0
+        },
         accepted: summary.accepted,
         rejected: summary.rejected,
         database: tag,
@@ -319,9 +336,14 @@ async fn run_ingester(
     topic_list: &[String],
     state_dir: &std::path::Path,
 ) -> anyhow::Result<RunSummary> {
-    let output = tokio::process::Command::new(&settings.ingester_exe)
-        .arg("run")
-        .arg("--until-caught-up")
+    let mut command = tokio::process::Command::new(&settings.ingester_exe);
+    command.arg("run").arg("--until-caught-up");
+    match &settings.metrics_addr {
+        Some(addr) => command.args(["--metrics-addr", addr]),
+        // Not inherited from the bench's own environment: the measurement says which.
+        None => command.env_remove("SUBSIDY_METRICS_ADDR"),
+    };
+    let output = command
         .env("SUBSIDY_CLICKHOUSE_URL", &store_config.url)
         .env("SUBSIDY_CLICKHOUSE_DATABASE", tag)
         .env("SUBSIDY_KAFKA_BROKERS", &settings.kafka.brokers)
@@ -476,6 +498,7 @@ fn render_run(report: &BenchReport) -> String {
          ratio ingester / bare consumer: {:.3}\n\
          ingester peak RSS:              {:.1} MiB\n\
          ingester wall time (w/ start):  {:.1} s\n\
+         ingester CPU (w/ start):        {:.2} s, {:.2} µs/event (metrics {})\n\
          landed:                         {} accepted + {} rejected\n",
         report.events,
         report.produce_events_per_second,
@@ -484,6 +507,9 @@ fn render_run(report: &BenchReport) -> String {
         report.ingester_ratio_to_bare,
         report.ingester_peak_rss_mib,
         report.ingester_wall_seconds_with_startup,
+        report.ingester_cpu_seconds,
+        report.ingester_cpu_us_per_event,
+        if report.ingester_metrics { "on" } else { "off" },
         report.accepted,
         report.rejected,
     )

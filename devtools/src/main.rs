@@ -112,6 +112,10 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Run the ingester with metrics served at this address (e.g. 127.0.0.1:0), to
+    /// measure what metrics cost against a run without.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 fn main() {
@@ -148,6 +152,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 keep: args.keep,
                 history_units: args.history_units,
                 ingester_exe: ingester_exe()?,
+                metrics_addr: args.metrics_addr.clone(),
             };
             let report = subsidy_devtools::bench::bench(&settings).await?;
             if args.json {

@@ -123,6 +123,7 @@ impl Stats {
                 0
             },
             peak_rss_bytes: peak_rss_bytes(),
+            cpu_seconds: cpu_seconds(),
         }
     }
 }
@@ -170,6 +171,26 @@ pub struct RunSummary {
     pub events_per_second: u64,
     /// Peak resident memory of this process (`VmHWM`), bytes; 0 where unknown.
     pub peak_rss_bytes: u64,
+    /// CPU time of this process so far (user + system, every thread), seconds; 0 where
+    /// unknown. Unlike events/s it barely moves when other work shares the cores.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+}
+
+/// CPU time of this process (user + system, all threads) from `/proc/self/stat`
+/// (Linux; fields 14 and 15, in the ABI's fixed 100 ticks per second), seconds.
+pub fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // The command name (field 2) may hold spaces: count fields after its ')'.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// The process's peak resident set size from `/proc/self/status` (Linux), bytes.
