@@ -147,8 +147,12 @@ impl Store {
             .with_url(&config.url)
             .with_compression(clickhouse::Compression::None)
             .with_validation(false);
-        if let Some(user) = &config.user {
-            base = base.with_user(user);
+        match (&config.user, &config.password) {
+            (Some(user), _) => base = base.with_user(user),
+            // A password alone would go out with an empty user name, which 18.16 calls
+            // "Unknown user"; the user the server assumes without one is `default`.
+            (None, Some(_)) => base = base.with_user("default"),
+            (None, None) => {}
         }
         if let Some(password) = &config.password {
             base = base.with_password(password.expose());
