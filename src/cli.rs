@@ -6,7 +6,7 @@ use crate::ingest::{self, RunSettings};
 use crate::kafka::properties::{self as kafka_properties, KafkaProperties, PropertyError};
 use crate::kafka::KafkaConfig;
 use crate::report::{self, Format, Grouping, ReportQuery};
-use crate::secret::{SecretError, SecretSource};
+use crate::secret::{Secret, SecretError, SecretSource};
 use crate::store::{migrate, refdata_store, Store, StoreConfig};
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
@@ -64,9 +64,10 @@ pub struct ClickHouseArgs {
         global = true
     )]
     pub clickhouse_password_file: Option<PathBuf>,
-    /// Refused with what to use instead: kept (hidden) only to say so.
-    #[arg(long, hide = true, global = true)]
-    pub clickhouse_password: Option<String>,
+    /// Refused with what to use instead: kept (hidden) only to say so. A [`Secret`], so
+    /// even a `Debug` of the command line does not print it.
+    #[arg(long, hide = true, global = true, value_parser = refused_secret)]
+    pub clickhouse_password: Option<Secret>,
     /// PEM file of the CA(s) that signed the server's certificate, trusted besides the
     /// system's for an `https://` URL.
     #[arg(
@@ -84,6 +85,11 @@ pub struct ClickHouseArgs {
         global = true
     )]
     pub clickhouse_timeout_ms: u64,
+}
+
+/// Keeps a value given where a secret is refused out of sight until it is refused.
+fn refused_secret(text: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(text))
 }
 
 /// Where the ClickHouse password comes from.

@@ -4,6 +4,10 @@
 //! librdkafka's defaults are tuned for long-lived clusters; against a single local broker
 //! a group with the default 45 s session takes ~23 s to form, so the session and heartbeat
 //! are settings (`session_timeout_ms`, `heartbeat_interval_ms`).
+//!
+//! Every client also gets the operator's librdkafka properties ([`properties`]: security,
+//! `client.id`, timeouts…), set after ours so the operator wins — except for the keys the
+//! service's correctness rests on, which are refused when the properties are read.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -386,6 +386,25 @@ mod tests {
     }
 
     #[test]
+    fn sasl_ssl_clients_are_created_and_their_config_prints_no_password() {
+        // librdkafka checks at client creation that it was built with what the
+        // properties need (OpenSSL for SSL and SCRAM); no broker is contacted.
+        let properties = KafkaProperties::resolve(
+            Some("security.protocol=SASL_SSL;sasl.mechanism=SCRAM-SHA-512;sasl.username=ingester"),
+            &[],
+            Some(Secret::new("hunter2")),
+        )
+        .unwrap();
+        let config =
+            crate::kafka::KafkaConfig::for_tools("127.0.0.1:1").with_properties(properties);
+        assert!(config.producer().is_ok());
+        assert!(config.probe_consumer().is_ok());
+        let printed = format!("{config:?}");
+        assert!(printed.contains("SCRAM-SHA-512"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
     fn librdkafka_refuses_unknown_keys_and_bad_values_itself() {
         let error = KafkaProperties::resolve(None, &flags(&["no.such.property=1"]), None)
             .unwrap_err()
