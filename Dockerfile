@@ -8,10 +8,11 @@
 FROM rust:1.89-bookworm AS builder
 
 # rdkafka builds its bundled librdkafka from source: a C toolchain, make,
-# pkg-config and zlib headers (cmake only for the optional cmake-build feature).
+# pkg-config, zlib and OpenSSL headers (SSL/SASL_SSL to Kafka; HTTPS to ClickHouse uses the
+# same libssl); cmake only for the optional cmake-build feature.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        build-essential cmake pkg-config zlib1g-dev \
+        build-essential cmake pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -24,7 +25,7 @@ FROM debian:bookworm-slim
 
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates zlib1g \
+        ca-certificates libssl3 zlib1g \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home --shell /usr/sbin/nologin ingester \
     && install -d -o ingester -g ingester /var/lib/subsidy-ingester

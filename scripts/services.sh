@@ -92,6 +92,8 @@ install_clickhouse() {
   command -v clickhouse-server >/dev/null 2>&1 || missing+=(clickhouse-server)
   command -v clickhouse-client >/dev/null 2>&1 || missing+=(clickhouse-client)
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+  # tests/connectivity.rs makes its CA and server certificate with the openssl CLI.
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
   fi

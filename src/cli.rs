@@ -3,8 +3,10 @@
 
 use crate::ingest::batch::BatchLimits;
 use crate::ingest::{self, RunSettings};
+use crate::kafka::properties::{self as kafka_properties, KafkaProperties, PropertyError};
 use crate::kafka::KafkaConfig;
 use crate::report::{self, Format, Grouping, ReportQuery};
+use crate::secret::{Secret, SecretError, SecretSource};
 use crate::store::{migrate, refdata_store, Store, StoreConfig};
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
@@ -72,14 +74,28 @@ pub struct ClickHouseArgs {
     /// ClickHouse user; the server's `default` user when unset.
     #[arg(long, env = "SUBSIDY_CLICKHOUSE_USER", global = true)]
     pub clickhouse_user: Option<String>,
-    /// ClickHouse password; none when unset.
+    /// File whose first line is the ClickHouse password; or set SUBSIDY_CLICKHOUSE_PASSWORD.
+    /// The password itself is never a flag (it would show in `ps`); none when neither is set.
     #[arg(
         long,
-        env = "SUBSIDY_CLICKHOUSE_PASSWORD",
-        hide_env_values = true,
+        env = "SUBSIDY_CLICKHOUSE_PASSWORD_FILE",
+        value_name = "FILE",
         global = true
     )]
-    pub clickhouse_password: Option<String>,
+    pub clickhouse_password_file: Option<PathBuf>,
+    /// Refused with what to use instead: kept (hidden) only to say so. A [`Secret`], so
+    /// even a `Debug` of the command line does not print it.
+    #[arg(long, hide = true, global = true, value_parser = refused_secret)]
+    pub clickhouse_password: Option<Secret>,
+    /// PEM file of the CA(s) that signed the server's certificate, trusted besides the
+    /// system's for an `https://` URL.
+    #[arg(
+        long,
+        env = "SUBSIDY_CLICKHOUSE_CA_FILE",
+        value_name = "PEM",
+        global = true
+    )]
+    pub clickhouse_ca_file: Option<PathBuf>,
     /// How long one ClickHouse request may take, milliseconds.
     #[arg(
         long,
@@ -90,16 +106,42 @@ pub struct ClickHouseArgs {
     pub clickhouse_timeout_ms: u64,
 }
 
+/// Keeps a value given where a secret is refused out of sight until it is refused.
+fn refused_secret(text: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(text))
+}
+
+/// Where the ClickHouse password comes from.
+pub const CLICKHOUSE_PASSWORD: SecretSource = SecretSource {
+    what: "ClickHouse password",
+    env: "SUBSIDY_CLICKHOUSE_PASSWORD",
+    file_flag: "--clickhouse-password-file",
+};
+
 impl ClickHouseArgs {
-    /// The store configuration these flags describe.
-    pub fn store_config(&self) -> StoreConfig {
-        StoreConfig {
+    /// The store configuration these flags describe, the password read from
+    /// SUBSIDY_CLICKHOUSE_PASSWORD or `--clickhouse-password-file`.
+    ///
+    /// # Errors
+    ///
+    /// `--clickhouse-password` was given, both sources are set, or the file is unreadable.
+    pub fn store_config(&self) -> Result<StoreConfig, SecretError> {
+        if self.clickhouse_password.is_some() {
+            return Err(SecretError::OnCommandLine {
+                flag: "--clickhouse-password",
+                env: CLICKHOUSE_PASSWORD.env,
+                file_flag: CLICKHOUSE_PASSWORD.file_flag,
+            });
+        }
+        Ok(StoreConfig {
             url: self.clickhouse_url.clone(),
             database: self.clickhouse_database.clone(),
             user: self.clickhouse_user.clone(),
-            password: self.clickhouse_password.clone(),
+            password: CLICKHOUSE_PASSWORD
+                .from_env_or_file(self.clickhouse_password_file.as_deref())?,
+            ca_file: self.clickhouse_ca_file.clone(),
             request_timeout_ms: self.clickhouse_timeout_ms,
-        }
+        })
     }
 }
 
@@ -127,18 +169,46 @@ impl EditionArgs {
     }
 }
 
-/// Where Kafka is: the one `--brokers` flag every Kafka-facing command flattens in.
+/// Where Kafka is and how to talk to it: the flags every Kafka-facing command flattens in.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     /// Bootstrap brokers, `host:port[,host:port…]`.
     #[arg(long, env = "SUBSIDY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// A librdkafka property for every Kafka client, e.g. `security.protocol=SASL_SSL`
+    /// (repeatable). Applied after the service's own settings and after
+    /// SUBSIDY_KAFKA_PROPERTIES (the same pairs, `;`-separated), so the last one wins. Keys
+    /// the service's correctness rests on and secrets are refused (README, "Production
+    /// connectivity").
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    pub kafka_properties: Vec<String>,
+    /// File whose first line is the SASL password (`sasl.password`); or set
+    /// SUBSIDY_KAFKA_SASL_PASSWORD. The password itself is never a flag.
+    #[arg(long, env = "SUBSIDY_KAFKA_SASL_PASSWORD_FILE", value_name = "FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
 }
 
 impl BrokerArgs {
     /// Settings for a client outside a consumer group's life (producers, checks, tools).
-    pub fn kafka_config(&self) -> KafkaConfig {
-        KafkaConfig::for_tools(&self.brokers)
+    ///
+    /// # Errors
+    ///
+    /// A property refused ([`KafkaProperties::resolve`]) or the password unreadable.
+    pub fn kafka_config(&self) -> Result<KafkaConfig, PropertyError> {
+        Ok(KafkaConfig::for_tools(&self.brokers).with_properties(self.properties()?))
+    }
+
+    /// The operator's librdkafka properties: SUBSIDY_KAFKA_PROPERTIES, the flags, the
+    /// SASL password.
+    ///
+    /// # Errors
+    ///
+    /// As [`KafkaProperties::resolve`], or the password unreadable.
+    pub fn properties(&self) -> Result<KafkaProperties, PropertyError> {
+        let password = kafka_properties::SASL_PASSWORD
+            .from_env_or_file(self.kafka_sasl_password_file.as_deref())?;
+        let env_list = std::env::var(kafka_properties::PROPERTIES_ENV).ok();
+        KafkaProperties::resolve(env_list.as_deref(), &self.kafka_properties, password)
     }
 }
 
@@ -160,13 +230,18 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     /// The Kafka configuration these flags describe.
-    pub fn kafka_config(&self) -> KafkaConfig {
-        KafkaConfig {
+    ///
+    /// # Errors
+    ///
+    /// As [`BrokerArgs::properties`].
+    pub fn kafka_config(&self) -> Result<KafkaConfig, PropertyError> {
+        Ok(KafkaConfig {
             brokers: self.brokers.brokers.clone(),
             group_id: self.group_id.clone(),
             session_timeout_ms: self.session_timeout_ms,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
-        }
+            properties: self.brokers.properties()?,
+        })
     }
 }
 
@@ -362,13 +437,17 @@ pub struct ReplayArgs {
 
 impl ReplayArgs {
     /// The settings of `replay` these flags describe.
+    ///
+    /// # Errors
+    ///
+    /// A secret or Kafka property refused.
     pub fn settings(
         &self,
         clickhouse: &ClickHouseArgs,
         editions: crate::edition::Editions,
-    ) -> crate::replay::ReplaySettings {
+    ) -> anyhow::Result<crate::replay::ReplaySettings> {
         use crate::replay::{ReplayEnd, ReplayStart};
-        let live = clickhouse.store_config();
+        let live = clickhouse.store_config()?;
         let start = match (self.from_offset, self.from_time) {
             (_, Some(time)) => ReplayStart::Time(time),
             (offset, None) => ReplayStart::Offset(offset.unwrap_or(0)),
@@ -378,9 +457,9 @@ impl ReplayArgs {
             (Some(offset), None) => Some(ReplayEnd::Offset(offset)),
             (None, None) => None,
         };
-        crate::replay::ReplaySettings {
+        Ok(crate::replay::ReplaySettings {
             editions,
-            kafka: self.brokers.kafka_config(),
+            kafka: self.brokers.kafka_config()?,
             scratch_database: self
                 .scratch_database
                 .clone()
@@ -391,7 +470,7 @@ impl ReplayArgs {
             start,
             end,
             keep_scratch: self.keep_scratch,
-        }
+        })
     }
 }
 
@@ -474,14 +553,18 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The settings of `run` these flags describe.
+    ///
+    /// # Errors
+    ///
+    /// A secret or Kafka property refused.
     pub fn settings(
         &self,
         clickhouse: &ClickHouseArgs,
         editions: crate::edition::Editions,
-    ) -> RunSettings {
-        RunSettings {
-            kafka: self.kafka.kafka_config(),
-            store: clickhouse.store_config(),
+    ) -> anyhow::Result<RunSettings> {
+        Ok(RunSettings {
+            kafka: self.kafka.kafka_config()?,
+            store: clickhouse.store_config()?,
             topics: self.source.topics.clone(),
             dlq_topic: self.dlq_topic.clone(),
             limits: BatchLimits {
@@ -500,7 +583,7 @@ impl RunArgs {
             state_dir: self.state_dir.join(&clickhouse.clickhouse_database),
             editions,
             metrics_addr: self.metrics_addr.clone(),
-        }
+        })
     }
 }
 
@@ -509,7 +592,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     let editions = cli.edition.load()?;
     match cli.command {
         Command::Migrate => {
-            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            let store = Store::connect(&cli.clickhouse.store_config()?).await?;
             let report = migrate::migrate(&store, &editions).await?;
             println!(
                 "database {}: applied {} migration(s) {:?}, {} already applied",
@@ -537,7 +620,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => run(&cli.clickhouse, &args, editions).await,
         Command::Replay(args) => {
-            let report = crate::replay::replay(&args.settings(&cli.clickhouse, editions)).await?;
+            let report = crate::replay::replay(&args.settings(&cli.clickhouse, editions)?).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -546,10 +629,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Conservation(args) => {
-            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            let store = Store::connect(&cli.clickhouse.store_config()?).await?;
             migrate::ensure_migrated(&store, &editions).await?;
             let options = crate::conservation::CheckOptions {
-                kafka: (!args.no_kafka).then(|| args.brokers.kafka_config()),
+                kafka: (!args.no_kafka)
+                    .then(|| args.brokers.kafka_config())
+                    .transpose()?,
                 topics: args.source.topics.clone(),
                 settle: Duration::from_millis(args.settle_ms),
             };
@@ -577,7 +662,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Repair {
             command: RepairCommand::Aggregates,
         } => {
-            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            let store = Store::connect(&cli.clickhouse.store_config()?).await?;
             migrate::ensure_migrated(&store, &editions).await?;
             let cells = crate::store::aggregates::repair(&store).await?;
             println!(
@@ -599,7 +684,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Report {
             command: ReportCommand::Monthly(args),
         } => {
-            let store = Store::connect(&cli.clickhouse.store_config()).await?;
+            let store = Store::connect(&cli.clickhouse.store_config()?).await?;
             migrate::ensure_migrated(&store, &editions).await?;
             let query = ReportQuery {
                 year: args.year,
@@ -636,7 +721,7 @@ async fn load_refdata(
         Some(rows as u64),
     );
     progress.set(rows as u64);
-    let store = Store::connect(&clickhouse.store_config()).await?;
+    let store = Store::connect(&clickhouse.store_config()?).await?;
     let (load_id, counts) = refdata_store::store_files(&store, &valid, editions).await?;
     progress.finish();
     println!(
@@ -656,7 +741,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
     let summary =
-        ingest::run_until_signal(args.settings(clickhouse, editions), shutdown_timeout).await?;
+        ingest::run_until_signal(args.settings(clickhouse, editions)?, shutdown_timeout).await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

@@ -4,6 +4,10 @@
 //! librdkafka's defaults are tuned for long-lived clusters; against a single local broker
 //! a group with the default 45 s session takes ~23 s to form, so the session and heartbeat
 //! are settings (`session_timeout_ms`, `heartbeat_interval_ms`).
+//!
+//! Every client also gets the operator's librdkafka properties ([`properties`]: security,
+//! `client.id`, timeouts…), set after ours so the operator wins — except for the keys the
+//! service's correctness rests on, which are refused when the properties are read.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -12,6 +16,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use std::time::Duration;
+
+pub mod properties;
+
+pub use properties::KafkaProperties;
 
 /// The dead-letter producer's `message.max.bytes`, set deliberately (it is librdkafka's
 /// default, and below the ~1 MiB a stock broker accepts): every letter is bounded well
@@ -33,6 +41,9 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u64,
     /// Heartbeat interval; must be well below `session_timeout_ms` (a third or less).
     pub heartbeat_interval_ms: u64,
+    /// The operator's librdkafka properties (security, timeouts, `client.id`…), set on
+    /// every client after the settings here, so they win; empty by default.
+    pub properties: KafkaProperties,
 }
 
 /// What went wrong with Kafka, with what to do about it.
@@ -63,7 +74,13 @@ impl KafkaConfig {
             group_id: "subsidy-ingester-tools".into(),
             session_timeout_ms: 6_000,
             heartbeat_interval_ms: 500,
+            properties: KafkaProperties::default(),
         }
+    }
+
+    /// The same settings with the operator's librdkafka properties.
+    pub fn with_properties(self, properties: KafkaProperties) -> KafkaConfig {
+        KafkaConfig { properties, ..self }
     }
 
     fn validate(&self) -> Result<(), KafkaSetupError> {
@@ -83,26 +100,29 @@ impl KafkaConfig {
         context: C,
     ) -> Result<BaseConsumer<C>, KafkaSetupError> {
         self.validate()?;
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                self.heartbeat_interval_ms.to_string(),
+        self.properties
+            .apply(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("group.id", &self.group_id)
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("session.timeout.ms", self.session_timeout_ms.to_string())
+                    .set(
+                        "heartbeat.interval.ms",
+                        self.heartbeat_interval_ms.to_string(),
+                    )
+                    // Bounded prefetch: at most 8 MiB of messages buffered by librdkafka (~40k
+                    // messages of a few hundred bytes, a quarter second of work at full speed, while
+                    // a refill takes milliseconds: the loop never waits). Part of the peak RSS bound.
+                    .set("queued.max.messages.kbytes", "8192")
+                    .set("fetch.max.bytes", "4194304")
+                    // librdkafka waits this long before fetching again once its queue is full (default
+                    // 1 s); a busy consumer then starves for most of each second.
+                    .set("fetch.queue.backoff.ms", "20")
+                    .set("partition.assignment.strategy", "range,roundrobin"),
             )
-            // Bounded prefetch: at most 8 MiB of messages buffered by librdkafka (~40k
-            // messages of a few hundred bytes, a quarter second of work at full speed, while
-            // a refill takes milliseconds: the loop never waits). Part of the peak RSS bound.
-            .set("queued.max.messages.kbytes", "8192")
-            .set("fetch.max.bytes", "4194304")
-            // librdkafka waits this long before fetching again once its queue is full (default
-            // 1 s); a busy consumer then starves for most of each second.
-            .set("fetch.queue.backoff.ms", "20")
-            .set("partition.assignment.strategy", "range,roundrobin")
             .create_with_context(context)
             .map_err(|source| KafkaSetupError::Client {
                 client: "consumer",
@@ -113,20 +133,23 @@ impl KafkaConfig {
     /// A plain consumer in its own group that reads from the start (benchmark baseline).
     pub fn plain_consumer(&self, group_id: &str) -> Result<BaseConsumer, KafkaSetupError> {
         self.validate()?;
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                self.heartbeat_interval_ms.to_string(),
+        self.properties
+            .apply(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("group.id", group_id)
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("session.timeout.ms", self.session_timeout_ms.to_string())
+                    .set(
+                        "heartbeat.interval.ms",
+                        self.heartbeat_interval_ms.to_string(),
+                    )
+                    // As the raw consumer: 16 MiB are 32+ sets of up to 1,024 unit records.
+                    .set("queued.max.messages.kbytes", "16384")
+                    .set("fetch.max.bytes", "8388608")
+                    .set("fetch.queue.backoff.ms", "20"),
             )
-            // As the raw consumer: 16 MiB are 32+ sets of up to 1,024 unit records.
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.max.bytes", "8388608")
-            .set("fetch.queue.backoff.ms", "20")
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "consumer",
@@ -137,12 +160,15 @@ impl KafkaConfig {
     /// A consumer for looking, never committing: it reads assigned partitions and reports
     /// each partition's end (`enable.partition.eof`), for `conservation`.
     pub fn probe_consumer(&self) -> Result<BaseConsumer<ProbeContext>, KafkaSetupError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", "subsidy-ingester-probe")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("fetch.queue.backoff.ms", "20")
+        self.properties
+            .apply(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("group.id", "subsidy-ingester-probe")
+                    .set("enable.auto.commit", "false")
+                    .set("enable.partition.eof", "true")
+                    .set("fetch.queue.backoff.ms", "20"),
+            )
             .create_with_context(ProbeContext)
             .map_err(|source| KafkaSetupError::Client {
                 client: "probe consumer",
@@ -153,14 +179,17 @@ impl KafkaConfig {
     /// A producer that waits for the broker's acknowledgement of every message
     /// (dead letters must not be lost) and batches for throughput.
     pub fn producer(&self) -> Result<FutureProducer, KafkaSetupError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.kbytes", "262144")
-            .set("message.timeout.ms", "120000")
+        self.properties
+            .apply(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("acks", "all")
+                    .set("compression.type", "lz4")
+                    .set("linger.ms", "5")
+                    .set("batch.num.messages", "10000")
+                    .set("queue.buffering.max.kbytes", "262144")
+                    .set("message.timeout.ms", "120000"),
+            )
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "producer",
@@ -172,14 +201,17 @@ impl KafkaConfig {
     /// routed only then), batched, with room to queue a whole batch of units, and a
     /// delivery timeout after which the flusher resends.
     pub fn units_producer(&self) -> Result<FutureProducer, KafkaSetupError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "2000000")
-            .set("queue.buffering.max.kbytes", "1048576")
-            .set("message.timeout.ms", "30000")
+        self.properties
+            .apply(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("acks", "all")
+                    .set("linger.ms", "5")
+                    .set("batch.num.messages", "10000")
+                    .set("queue.buffering.max.messages", "2000000")
+                    .set("queue.buffering.max.kbytes", "1048576")
+                    .set("message.timeout.ms", "30000"),
+            )
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "units producer",
@@ -191,17 +223,20 @@ impl KafkaConfig {
     /// size limit and a delivery timeout short enough that a failing letter is reported
     /// (and retried or given up) instead of holding its batch for minutes.
     pub fn dead_letter_producer(&self) -> Result<FutureProducer, KafkaSetupError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .set(
-                "message.max.bytes",
-                DEAD_LETTER_MESSAGE_BYTES_MAX.to_string(),
+        self.properties
+            .apply(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("acks", "all")
+                    .set("compression.type", "lz4")
+                    .set("linger.ms", "5")
+                    .set(
+                        "message.max.bytes",
+                        DEAD_LETTER_MESSAGE_BYTES_MAX.to_string(),
+                    )
+                    .set("message.timeout.ms", DEAD_LETTER_TIMEOUT_MS.to_string())
+                    .set("queue.buffering.max.kbytes", "262144"),
             )
-            .set("message.timeout.ms", DEAD_LETTER_TIMEOUT_MS.to_string())
-            .set("queue.buffering.max.kbytes", "262144")
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "dead-letter producer",
@@ -211,8 +246,9 @@ impl KafkaConfig {
 
     /// Checks that a broker answers, within `timeout`.
     pub fn check_reachable(&self, timeout: Duration) -> Result<(), KafkaSetupError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let consumer: BaseConsumer = self
+            .properties
+            .apply(ClientConfig::new().set("bootstrap.servers", &self.brokers))
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "metadata client",
@@ -234,8 +270,9 @@ impl KafkaConfig {
         topics: &[&str],
         partitions: i32,
     ) -> Result<(), KafkaSetupError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let admin: AdminClient<DefaultClientContext> = self
+            .properties
+            .apply(ClientConfig::new().set("bootstrap.servers", &self.brokers))
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 client: "admin client",

@@ -19,13 +19,15 @@
 //!   advisory commits) and the consumer context that seeks from ClickHouse.
 //! - [`store`]: ClickHouse: connection and retry classification, migrations, the `outcomes`
 //!   table (result and checkpoint at once), reference-data snapshots.
-//! - [`kafka`]: Kafka client configuration and topic creation.
+//! - [`kafka`]: Kafka client configuration (the operator's librdkafka properties on every
+//!   client) and topic creation.
 //! - [`report`]: `report monthly` queries and rendering.
 //! - [`conservation`]: the per-partition check that messages = units + rejected rows.
 //! - [`recycle`]: flushed batches go back to their poll loop, buffers and all.
 //! - [`crash`]: named crash points and the poison-row hook, for fault injection.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
 //! - [`telemetry`]: metrics, `/livez` and `/readyz`, progress lines on a terminal.
+//! - [`secret`]: passwords, read from the environment or a file, redacted when printed.
 //! - [`cli`]: the command line.
 //!
 //! Dev tools — the sample-feed generator, producing it, the benchmarks — are the
@@ -48,5 +50,6 @@ pub mod replay;
 pub mod report;
 pub mod route;
 pub mod rules;
+pub mod secret;
 pub mod store;
 pub mod telemetry;

@@ -441,18 +441,22 @@ fn replay_consumer(kafka: &KafkaConfig) -> Result<ReplayConsumer, ReplayError> {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        // librdkafka wants a group id for a consumer; with `assign` and no commits the
-        // group is never joined nor written.
-        .set("group.id", format!("subsidy-ingester-replay-{millis}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .set("queued.max.messages.kbytes", "32768")
-        .set("fetch.max.bytes", "16777216")
-        .set("fetch.queue.backoff.ms", "20")
+    kafka
+        .properties
+        .apply(
+            ClientConfig::new()
+                .set("bootstrap.servers", &kafka.brokers)
+                // librdkafka wants a group id for a consumer; with `assign` and no commits the
+                // group is never joined nor written.
+                .set("group.id", format!("subsidy-ingester-replay-{millis}"))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "earliest")
+                .set("queued.max.messages.kbytes", "32768")
+                .set("fetch.max.bytes", "16777216")
+                .set("fetch.queue.backoff.ms", "20"),
+        )
         .create_with_context(ReplayContext)
         .map_err(|source| {
             ReplayError::Kafka(KafkaSetupError::Client {
@@ -1032,7 +1036,7 @@ fn consume(
     let mut last_progress = Instant::now();
     let total: i64 = ranges
         .iter()
-        .map(|r| (r.end_offset - r.start_offset).max(0) as i64)
+        .map(|r| (r.end_offset - r.start_offset).max(0))
         .sum();
     let mut progress = crate::telemetry::progress::Progress::new(
         format!("replaying {topic}: messages"),
@@ -1067,7 +1071,7 @@ fn consume(
                 if offset < end {
                     replayer.take(partition, offset, message.payload());
                     seen += 1;
-                    if seen % 4096 == 0 {
+                    if seen.is_multiple_of(4096) {
                         progress.set(seen);
                     }
                 }

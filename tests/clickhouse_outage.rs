@@ -138,6 +138,7 @@ impl PrivateClickHouse {
             database: database.into(),
             user: None,
             password: None,
+            ca_file: None,
             request_timeout_ms: 60_000,
         })
         .await

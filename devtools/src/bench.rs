@@ -173,10 +173,10 @@ pub async fn bench(settings: &BenchSettings) -> anyhow::Result<BenchReport> {
             .kafka
             .ensure_topics(&[units_topic.as_str()], units_partitions as i32)
             .await?;
-        let brokers = settings.kafka.brokers.clone();
+        let kafka = settings.kafka.clone();
         let counts = seeded.messages_per_partition[..units_partitions as usize].to_vec();
         let filled = tokio::task::spawn_blocking(move || {
-            crate::bench_history::fill_units_topic(&brokers, &units_topic, &counts)
+            crate::bench_history::fill_units_topic(&kafka, &units_topic, &counts)
         })
         .await??;
         eprintln!("bench: units topic filled to the seeded offsets ({filled} records)");

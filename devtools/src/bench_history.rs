@@ -54,18 +54,22 @@ pub struct Seeded {
 /// of decisions, so its offsets stand where the seeded `unit_decisions` say: the ledger stage
 /// resumes after them as it would after real history. Returns the records produced.
 pub fn fill_units_topic(
-    brokers: &str,
+    kafka: &subsidy_ingester::kafka::KafkaConfig,
     units_topic: &str,
     records_per_partition: &[u64],
 ) -> anyhow::Result<u64> {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("linger.ms", "50")
-        .set("batch.num.messages", "100000")
-        .set("queue.buffering.max.messages", "2000000")
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka
+        .properties
+        .apply(
+            ClientConfig::new()
+                .set("bootstrap.servers", &kafka.brokers)
+                .set("acks", "all")
+                .set("linger.ms", "50")
+                .set("batch.num.messages", "100000")
+                .set("queue.buffering.max.messages", "2000000"),
+        )
         .create()?;
     let mut produced = 0u64;
     for (partition, &count) in records_per_partition.iter().enumerate() {

@@ -38,7 +38,7 @@ pub async fn produce(
         Some(messages.len() as u64),
     );
     for (index, message) in messages.iter().enumerate() {
-        if index % 4096 == 0 {
+        if index.is_multiple_of(4096) {
             progress.set(index as u64);
         }
         loop {

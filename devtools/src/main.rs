@@ -147,8 +147,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 events: args.events,
                 seed: args.seed,
                 partitions: args.partitions,
-                kafka: args.brokers.kafka_config(),
-                store: cli.clickhouse.store_config(),
+                kafka: args.brokers.kafka_config()?,
+                store: cli.clickhouse.store_config()?,
                 keep: args.keep,
                 history_units: args.history_units,
                 ingester_exe: ingester_exe()?,
@@ -245,7 +245,7 @@ async fn sample(args: SampleArgs) -> anyhow::Result<()> {
     if args.produce {
         let started = std::time::Instant::now();
         let sent = subsidy_devtools::feed::produce(
-            &args.brokers.kafka_config(),
+            &args.brokers.kafka_config()?,
             &feed.messages,
             args.partitions,
         )

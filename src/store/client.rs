@@ -1,4 +1,8 @@
-//! Connecting to ClickHouse over HTTP and classifying its errors.
+//! Connecting to ClickHouse over HTTP or HTTPS and classifying its errors.
+//!
+//! The password travels in the `X-ClickHouse-Key` header, never in the URL, and is a
+//! [`Secret`] everywhere else; a URL that carries one is refused, so the URL in messages
+//! and logs never holds a password.
 //!
 //! The server version decides the wire options: ClickHouse before 22.x (Debian ships 18.16)
 //! understands neither the client's LZ4 framing nor `RowBinaryWithNamesAndTypes`, so those
@@ -6,19 +10,24 @@
 //! name and type, and the client checks every fetched column's name against the struct it
 //! fills: every query that fetches into a struct names its columns with `AS field`.
 
+use crate::secret::Secret;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where ClickHouse is and which database holds our objects.
+/// Where ClickHouse is and which database holds our objects. `Debug` shows no password.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// HTTP URL of the server, e.g. `http://127.0.0.1:8123`.
+    /// HTTP(S) URL of the server, e.g. `http://127.0.0.1:8123` or
+    /// `https://clickhouse.internal:8443`; no credentials in it.
     pub url: String,
     /// Database for every object the service creates (SPEC default `subsidy`).
     pub database: String,
     /// User name; `default` when unset.
     pub user: Option<String>,
     /// Password; none when unset.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// PEM file of CAs trusted for an `https://` URL besides the system's; none when unset.
+    pub ca_file: Option<PathBuf>,
     /// How long one query or insert may take before it counts as failed.
     pub request_timeout_ms: u64,
 }
@@ -26,6 +35,15 @@ pub struct StoreConfig {
 /// What can go wrong talking to ClickHouse. Every message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The TLS handshake failed: the certificate is not trusted or does not match.
+    #[error("TLS handshake with ClickHouse at {url} failed ({detail}); if a private CA signed the server's certificate, give its PEM with --clickhouse-ca-file (SUBSIDY_CLICKHOUSE_CA_FILE), and check that the URL's host is one the certificate names")]
+    Tls { url: String, detail: String },
+    /// The custom CA file cannot be used.
+    #[error(transparent)]
+    CaFile(#[from] super::tls::CaFileError),
+    /// The URL carries a password.
+    #[error("the ClickHouse URL carries a password (user:password@); remove it and set SUBSIDY_CLICKHOUSE_PASSWORD or give --clickhouse-password-file FILE")]
+    PasswordInUrl,
     /// The server did not answer at all.
     #[error("ClickHouse at {url} is unreachable ({detail}); start it (scripts/services.sh start) or set SUBSIDY_CLICKHOUSE_URL")]
     Unreachable { url: String, detail: String },
@@ -53,7 +71,11 @@ impl StoreError {
         match self {
             StoreError::Unreachable { .. } | StoreError::Timeout { .. } => true,
             StoreError::Query { detail, .. } => is_transient_server_error(detail),
-            StoreError::NotMigrated { .. } | StoreError::BadDatabaseName(_) => false,
+            StoreError::NotMigrated { .. }
+            | StoreError::BadDatabaseName(_)
+            | StoreError::Tls { .. }
+            | StoreError::CaFile(_)
+            | StoreError::PasswordInUrl => false,
         }
     }
 }
@@ -117,16 +139,23 @@ impl Store {
         if !is_plain_identifier(&config.database) {
             return Err(StoreError::BadDatabaseName(config.database.clone()));
         }
+        if url_has_password(&config.url) {
+            return Err(StoreError::PasswordInUrl);
+        }
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
-        let mut base = clickhouse::Client::default()
+        let mut base = super::tls::client(config.ca_file.as_deref())?
             .with_url(&config.url)
             .with_compression(clickhouse::Compression::None)
             .with_validation(false);
-        if let Some(user) = &config.user {
-            base = base.with_user(user);
+        match (&config.user, &config.password) {
+            (Some(user), _) => base = base.with_user(user),
+            // A password alone would go out with an empty user name, which 18.16 calls
+            // "Unknown user"; the user the server assumes without one is `default`.
+            (None, Some(_)) => base = base.with_user("default"),
+            (None, None) => {}
         }
         if let Some(password) = &config.password {
-            base = base.with_password(password);
+            base = base.with_password(password.expose());
         }
         let probe = Store {
             client: base.clone(),
@@ -225,10 +254,21 @@ impl Store {
     pub fn classify(&self, statement: &str, error: clickhouse::error::Error) -> StoreError {
         use clickhouse::error::Error;
         match error {
-            Error::Network(source) => StoreError::Unreachable {
-                url: self.url.clone(),
-                detail: source.to_string(),
-            },
+            Error::Network(source) => {
+                // hyper's message is only "client error (Connect)"; the cause is below it.
+                let detail = error_chain(source.as_ref());
+                if super::tls::is_tls_failure(&detail) {
+                    StoreError::Tls {
+                        url: self.url.clone(),
+                        detail,
+                    }
+                } else {
+                    StoreError::Unreachable {
+                        url: self.url.clone(),
+                        detail,
+                    }
+                }
+            }
             Error::TimedOut => StoreError::Timeout {
                 statement: statement_head(statement),
                 timeout_ms: self.request_timeout.as_millis() as u64,
@@ -250,6 +290,29 @@ impl Store {
             }
         }
     }
+}
+
+/// An error and its sources, `: `-separated, each once (wrappers often repeat their cause).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = error.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = error.source();
+    }
+    parts.join(": ")
+}
+
+/// Returns true if and only if `url` has a password in its authority (`user:pass@host`).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Returns true if and only if `name` is safe to splice into SQL as a database name.
@@ -301,6 +364,40 @@ mod tests {
         assert!(is_transient_server_error(new));
         assert!(!is_transient_server_error(bad));
         assert_eq!(server_error_code(bad), Some(27));
+    }
+
+    #[test]
+    fn urls_with_a_password_are_told() {
+        assert!(url_has_password(
+            "https://ingester:hunter2@ch.internal:8443"
+        ));
+        assert!(url_has_password("http://u:@127.0.0.1:8123/?database=x"));
+        assert!(!url_has_password("https://ingester@ch.internal:8443"));
+        assert!(!url_has_password("http://127.0.0.1:8123/?q=a:b@c"));
+        assert!(!url_has_password("http://[::1]:8123"));
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_before_any_request() {
+        let config = StoreConfig {
+            url: "http://default:hunter2@127.0.0.1:1".into(),
+            database: "subsidy".into(),
+            user: None,
+            password: None,
+            ca_file: None,
+            request_timeout_ms: 1_000,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let error = runtime
+            .block_on(Store::connect(&config))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("carries a password"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`decisions`]: the `unit_decisions` table: the ledger stage's rows, checkpoint and restore.
 //! - [`sink`]: the one write path: bounded retries, no row twice, poison isolation.
 //! - [`refdata_store`]: reference data snapshots (`refdata load`, read by `run`).
+//! - [`tls`]: the HTTP(S) client underneath, with an optional custom CA.
 
 pub mod aggregates;
 pub mod client;
@@ -17,5 +18,6 @@ pub mod outcomes;
 pub mod refdata_store;
 pub mod rowbinary;
 pub mod sink;
+pub mod tls;
 
 pub use client::{Store, StoreConfig, StoreError};

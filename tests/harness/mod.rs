@@ -61,6 +61,7 @@ pub async fn require_services() {
         database: "default".into(),
         user: None,
         password: None,
+        ca_file: None,
         request_timeout_ms: 10_000,
     };
     if let Err(error) = Store::connect(&store).await {
@@ -79,6 +80,7 @@ pub fn kafka_config(group_id: &str) -> KafkaConfig {
         group_id: group_id.into(),
         session_timeout_ms: 6_000,
         heartbeat_interval_ms: 500,
+        properties: Default::default(),
     }
 }
 
@@ -216,6 +218,7 @@ impl World {
             database: self.database.clone(),
             user: None,
             password: None,
+            ca_file: None,
             request_timeout_ms: 60_000,
         })
         .await
