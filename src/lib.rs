@@ -25,6 +25,8 @@
 //! - [`recycle`]: flushed batches go back to their poll loop, buffers and all.
 //! - [`crash`]: named crash points and the poison-row hook, for fault injection.
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
+//! - [`validate`]: `validate FILE|-`: a producer's dry run of an NDJSON file through the
+//!   same decode, rules and dedup decision, against an empty history.
 //! - [`cli`]: the command line.
 //!
 //! Dev tools — the sample-feed generator, producing it, the benchmarks — are the
@@ -48,3 +50,4 @@ pub mod report;
 pub mod route;
 pub mod rules;
 pub mod store;
+pub mod validate;

@@ -223,6 +223,15 @@ pub struct ValidFiles {
     zones: Option<Vec<Zone>>,
 }
 
+impl ValidFiles {
+    /// The parsed records of each kind, `None` for a kind whose file was not given
+    /// (`validate` judges with them without storing anything).
+    #[allow(clippy::type_complexity)]
+    pub fn into_records(self) -> (Option<Vec<Firm>>, Option<Vec<Outlet>>, Option<Vec<Zone>>) {
+        (self.firms, self.outlets, self.zones)
+    }
+}
+
 /// Parses every given file and collects every file's errors: the first half of "validate
 /// everything, then store", so a bad row is reported even when ClickHouse is away.
 pub fn validate_files(files: &RefdataFiles) -> Result<ValidFiles, LoadError> {
