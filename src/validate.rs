@@ -219,6 +219,7 @@ impl Tally {
             Outcome::Accepted | Outcome::SchemaOk => self.passed += 1,
             Outcome::Rejected(rejection) => {
                 self.rejected += 1;
+                // Every reason is in `Reason::ALL`; the fallback only keeps this panic-free.
                 let index = Reason::ALL
                     .iter()
                     .position(|r| *r == rejection.reason)
@@ -328,7 +329,8 @@ pub fn command(settings: &ValidateSettings, editions: &Editions) -> i32 {
     match result {
         Ok(tally) if tally.rejected > 0 => EXIT_REJECTED,
         Ok(_) => 0,
-        // A reader that went away (`| head`) wants no more: not an input error.
+        // A reader that went away (`| head`) wants no more: not an input error, and no
+        // message to print; the file was not judged whole, so it does not pass (1).
         Err(ValidateError::Write(error)) if error.kind() == io::ErrorKind::BrokenPipe => {
             EXIT_REJECTED
         }
