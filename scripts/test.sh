@@ -23,4 +23,4 @@ echo "--- tests against ClickHouse 26.9 (chDB stand-in) at http://127.0.0.1:${SU
 SUBSIDY_TEST_CLICKHOUSE_URL="http://127.0.0.1:${SUBSIDY_CH26_HTTP_PORT:-18123}" cargo test --release \
   --test cli_basics --test pipeline_e2e --test replay --test poison --test hostile_input \
   --test fault_injection --test aggregates --test programs --test actions --test full_policy \
-  --test dashboard
+  --test dashboard --test validate

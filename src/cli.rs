@@ -275,6 +275,33 @@ pub enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Check an NDJSON file of events (one message a line) before sending it: what `run`
+    /// would make of each line, then a summary; exits 1 if any line would be rejected.
+    Validate(ValidateArgs),
+}
+
+/// Flags of `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// NDJSON file, one Kafka message value a line; `-` reads stdin.
+    pub input: PathBuf,
+    /// firms.csv (as `refdata load`); with none of the three files only the schema is checked.
+    #[arg(long, env = "SUBSIDY_FIRMS_CSV")]
+    pub firms: Option<PathBuf>,
+    /// outlets.csv (as `refdata load`).
+    #[arg(long, env = "SUBSIDY_OUTLETS_CSV")]
+    pub outlets: Option<PathBuf>,
+    /// zones.csv (as `refdata load`).
+    #[arg(long, env = "SUBSIDY_ZONES_CSV")]
+    pub zones: Option<PathBuf>,
+    /// Output format: one line per input line, then a summary.
+    #[arg(
+        long,
+        value_enum,
+        env = "SUBSIDY_VALIDATE_FORMAT",
+        default_value = "table"
+    )]
+    pub format: crate::validate::ValidateFormat,
 }
 
 /// `info`, except the embedded state store's (fjall, lsm-tree) own recovery chatter.
@@ -293,7 +320,8 @@ impl Command {
             | Command::CrashPoints
             | Command::Conservation(_)
             | Command::Repair { .. }
-            | Command::Report { .. } => "warn",
+            | Command::Report { .. }
+            | Command::Validate(_) => "warn",
         }
     }
 }
@@ -619,6 +647,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             load_refdata(&cli.clickhouse, files, &editions).await
         }
         Command::Run(args) => run(&cli.clickhouse, &args, editions).await,
+        Command::Validate(args) => validate(args, &editions),
         Command::Replay(args) => {
             let report = crate::replay::replay(&args.settings(&cli.clickhouse, editions)?).await?;
             if args.json {
@@ -698,6 +727,24 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `validate`: judged on this thread (no I/O but the files); exits with its code.
+fn validate(args: ValidateArgs, editions: &crate::edition::Editions) -> anyhow::Result<()> {
+    let settings = crate::validate::ValidateSettings {
+        input: args.input,
+        files: refdata_store::RefdataFiles {
+            firms: args.firms,
+            outlets: args.outlets,
+            zones: args.zones,
+        },
+        format: args.format,
+    };
+    let code = tokio::task::block_in_place(|| crate::validate::command(&settings, editions));
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 async fn load_refdata(

@@ -28,6 +28,8 @@
 //! - [`replay`]: reprocesses a topic range into a scratch database and diffs it against live (dry run).
 //! - [`telemetry`]: metrics, `/livez` and `/readyz`, progress lines on a terminal.
 //! - [`secret`]: passwords, read from the environment or a file, redacted when printed.
+//! - [`validate`]: `validate FILE|-`: a producer's dry run of an NDJSON file through the
+//!   same decode, rules and dedup decision, against an empty history.
 //! - [`cli`]: the command line.
 //!
 //! Dev tools — the sample-feed generator, producing it, the benchmarks — are the
@@ -53,3 +55,4 @@ pub mod rules;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod validate;

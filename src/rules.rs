@@ -113,16 +113,7 @@ pub fn evaluate<'a>(
         }
         _ => {}
     }
-    if let EventBody::CountyCenter { district_code, .. }
-    | EventBody::VillageOpened { district_code, .. } = &event.body
-    {
-        if !editions.knows_district(district_code) {
-            return Err(Rejection::new(
-                Reason::SchemaViolation,
-                format!("field \"district_code\": \"{district_code}\" is not one of Hangzhou's district codes"),
-            ));
-        }
-    }
+    check_district(event, editions)?;
     let Some(edition) = editions.in_force(local_date) else {
         return Err(Rejection::new(
             Reason::OutsidePolicyPeriod,
@@ -358,6 +349,28 @@ pub fn evaluate<'a>(
         eligible_firm,
         note: Cow::Borrowed(""),
     })
+}
+
+/// The one step-4 (`schema_violation`) check that needs the editions, not the reference
+/// data: an event's own `district_code` (county centres, village outlets) must be one of
+/// the editions' districts. Part of [`evaluate`]; also called alone by `validate` when it
+/// is given no reference data, so its "schema ok" covers every step-4 check.
+///
+/// # Errors
+///
+/// `schema_violation` naming the field and the code.
+pub fn check_district(event: &Event<'_>, editions: &Editions) -> Result<(), Rejection> {
+    if let EventBody::CountyCenter { district_code, .. }
+    | EventBody::VillageOpened { district_code, .. } = &event.body
+    {
+        if !editions.knows_district(district_code) {
+            return Err(Rejection::new(
+                Reason::SchemaViolation,
+                format!("field \"district_code\": \"{district_code}\" is not one of Hangzhou's district codes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the zone's active interval overlaps local day `date` — [00:00, 24:00] with both

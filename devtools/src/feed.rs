@@ -1,6 +1,7 @@
 //! Producing a sample feed into Kafka (used by `sample --produce`, the demo, tests and
 //! the benchmark): creates the topics, then sends every message with its key, waiting for
-//! the broker's acknowledgements in bounded windows.
+//! the broker's acknowledgements in bounded windows. Also writing its values as NDJSON,
+//! one message a line, for `subsidy-ingester validate` (`sample --events-out`).
 
 use crate::sample::SampleMessage;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -19,6 +20,31 @@ pub enum FeedError {
     Setup(#[from] KafkaSetupError),
     #[error("producing to {topic} failed: {source}")]
     Produce { topic: String, source: KafkaError },
+}
+
+/// Returns true if and only if the message value can be one NDJSON line: it holds no `\n`
+/// (a few of the generator's malformed payloads do).
+pub fn fits_one_line(message: &SampleMessage) -> bool {
+    !message.payload.contains(&b'\n')
+}
+
+/// Writes each message value that [`fits_one_line`] as one line (its bytes, then `\n`),
+/// in order; returns (lines written, messages left out).
+///
+/// # Errors
+///
+/// Writing fails.
+pub fn write_ndjson(
+    messages: &[SampleMessage],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<(usize, usize)> {
+    let mut written = 0;
+    for message in messages.iter().filter(|m| fits_one_line(m)) {
+        out.write_all(&message.payload)?;
+        out.write_all(b"\n")?;
+        written += 1;
+    }
+    Ok((written, messages.len() - written))
 }
 
 /// Creates the messages' topics (with `partitions` partitions each, if missing) and

@@ -65,6 +65,10 @@ pub struct SampleArgs {
     /// Where firms.csv, outlets.csv and zones.csv are written.
     #[arg(long, env = "SUBSIDY_SAMPLE_OUT_DIR", default_value = "sample-data")]
     pub out_dir: PathBuf,
+    /// Also write the events' values to this file as NDJSON, one message a line, in the
+    /// feed's order (for `subsidy-ingester validate`); values holding a newline are left out.
+    #[arg(long, env = "SUBSIDY_SAMPLE_EVENTS_OUT")]
+    pub events_out: Option<PathBuf>,
     /// Produce the events into Kafka (topics created if missing).
     #[arg(long)]
     pub produce: bool,
@@ -242,6 +246,18 @@ async fn sample(args: SampleArgs) -> anyhow::Result<()> {
         args.out_dir.display(),
         serde_json::to_string(&by_outcome)?
     );
+    if let Some(path) = &args.events_out {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let (written, left_out) = subsidy_devtools::feed::write_ndjson(&feed.messages, &mut out)
+            .and_then(|counts| std::io::Write::flush(&mut out).map(|()| counts))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "sample: {written} events written to {} as NDJSON; {left_out} left out (their value holds a newline)",
+            path.display()
+        );
+    }
     if args.produce {
         let started = std::time::Instant::now();
         let sent = subsidy_devtools::feed::produce(

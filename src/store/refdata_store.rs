@@ -230,6 +230,13 @@ impl ValidFiles {
             + self.outlets.as_ref().map_or(0, Vec::len)
             + self.zones.as_ref().map_or(0, Vec::len)
     }
+
+    /// The parsed records of each kind, `None` for a kind whose file was not given
+    /// (`validate` judges with them without storing anything).
+    #[allow(clippy::type_complexity)]
+    pub fn into_records(self) -> (Option<Vec<Firm>>, Option<Vec<Outlet>>, Option<Vec<Zone>>) {
+        (self.firms, self.outlets, self.zones)
+    }
 }
 
 /// Parses every given file and collects every file's errors: the first half of "validate
