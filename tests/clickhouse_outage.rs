@@ -20,7 +20,7 @@ use harness::{require_services, write_file, World};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use subsidy_devtools::sample::{generate, FeedOrder, SampleConfig, SampleMessage};
+use subsidy_devtools::sample::{generate, FeedOrder, SampleConfig, SampleFeed, SampleMessage};
 use subsidy_ingester::refdata::{firms_to_csv, outlets_to_csv, zones_to_csv};
 use subsidy_ingester::store::{Store, StoreConfig};
 
@@ -185,6 +185,42 @@ impl PrivateClickHouse {
         let output = self.command(world).args(args).output().expect("spawn");
         assert_success(args, &output);
     }
+
+    /// Writes the feed's reference data as CSV files in `dir` and loads them here.
+    fn load_refdata(&self, world: &World, dir: &Path, feed: &SampleFeed) {
+        let firms = write_file(dir, "firms.csv", &firms_to_csv(&feed.firms));
+        let outlets = write_file(dir, "outlets.csv", &outlets_to_csv(&feed.outlets));
+        let zones = write_file(dir, "zones.csv", &zones_to_csv(&feed.zones));
+        self.run_ok(
+            world,
+            &[
+                "refdata",
+                "load",
+                "--firms",
+                firms.to_str().unwrap(),
+                "--outlets",
+                outlets.to_str().unwrap(),
+                "--zones",
+                zones.to_str().unwrap(),
+            ],
+        );
+    }
+}
+
+/// Creates the world's three source topics with [`PARTITIONS`] partitions each, before
+/// `run` subscribes.
+async fn create_topics(world: &World) {
+    harness::kafka_config("producer")
+        .ensure_topics(
+            &[
+                world.takeout_topic.as_str(),
+                world.import_topic.as_str(),
+                world.rural_topic.as_str(),
+            ],
+            PARTITIONS,
+        )
+        .await
+        .expect("create the topics");
 }
 
 impl Drop for PrivateClickHouse {
@@ -361,34 +397,9 @@ async fn clickhouse_down_mid_stream_is_survived_with_exact_totals() {
     assert_eq!(produced, EVENTS as u64);
 
     let dir = tempfile::tempdir().unwrap();
-    let firms = write_file(dir.path(), "firms.csv", &firms_to_csv(&feed.firms));
-    let outlets = write_file(dir.path(), "outlets.csv", &outlets_to_csv(&feed.outlets));
-    let zones = write_file(dir.path(), "zones.csv", &zones_to_csv(&feed.zones));
     server.run_ok(&world, &["migrate"]);
-    server.run_ok(
-        &world,
-        &[
-            "refdata",
-            "load",
-            "--firms",
-            firms.to_str().unwrap(),
-            "--outlets",
-            outlets.to_str().unwrap(),
-            "--zones",
-            zones.to_str().unwrap(),
-        ],
-    );
-    harness::kafka_config("producer")
-        .ensure_topics(
-            &[
-                world.takeout_topic.as_str(),
-                world.import_topic.as_str(),
-                world.rural_topic.as_str(),
-            ],
-            PARTITIONS,
-        )
-        .await
-        .expect("create the topics");
+    server.load_refdata(&world, dir.path(), &feed);
+    create_topics(&world).await;
     let (before_run, rest) = feed.messages.split_at(EVENTS / 4);
     let (while_stopping, while_down) = rest.split_at(EVENTS / 4);
     produce(before_run).await;
@@ -724,21 +735,8 @@ async fn metrics_match_the_summary_lag_falls_to_zero_and_readyz_follows_clickhou
     };
     let feed = generate(&config);
     let dir = tempfile::tempdir().unwrap();
-    let firms = write_file(dir.path(), "firms.csv", &firms_to_csv(&feed.firms));
-    let outlets = write_file(dir.path(), "outlets.csv", &outlets_to_csv(&feed.outlets));
-    let zones = write_file(dir.path(), "zones.csv", &zones_to_csv(&feed.zones));
     server.run_ok(&world, &["migrate"]);
-    harness::kafka_config("producer")
-        .ensure_topics(
-            &[
-                world.takeout_topic.as_str(),
-                world.import_topic.as_str(),
-                world.rural_topic.as_str(),
-            ],
-            PARTITIONS,
-        )
-        .await
-        .expect("create the topics");
+    create_topics(&world).await;
 
     let [port] = free_ports::<1>();
     let stderr_log = dir.path().join("run.stderr.log");
@@ -768,19 +766,7 @@ async fn metrics_match_the_summary_lag_falls_to_zero_and_readyz_follows_clickhou
     assert_eq!(http_get(port, "/livez").0, 200, "alive while waiting");
     assert_alive(&mut run.0, &stderr_log, "waiting for reference data");
 
-    server.run_ok(
-        &world,
-        &[
-            "refdata",
-            "load",
-            "--firms",
-            firms.to_str().unwrap(),
-            "--outlets",
-            outlets.to_str().unwrap(),
-            "--zones",
-            zones.to_str().unwrap(),
-        ],
-    );
+    server.load_refdata(&world, dir.path(), &feed);
     let (status, body) = wait_for(port, "/readyz", Duration::from_secs(60), |s, _| s == 200).await;
     assert_eq!(status, 200, "ready once reference data is loaded: {body}");
 
