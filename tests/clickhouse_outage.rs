@@ -16,7 +16,7 @@ mod harness;
 
 use common::oracle::{self, Expectation};
 use common::views::{self, expected_funding, expected_monthly, expected_rejections};
-use harness::{require_services, write_file, World};
+use harness::{free_ports, require_services, World};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -49,19 +49,6 @@ fn outage_seconds() -> u64 {
         }),
         Err(_) => OUTAGE_S_DEFAULT,
     }
-}
-
-/// A port nobody listens on right now (bound on 127.0.0.1:0, then released).
-fn free_ports<const N: usize>() -> [u16; N] {
-    // Hold all listeners at once so the ports differ from each other.
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    let mut ports = [0u16; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr().expect("local addr").port();
-    }
-    ports
 }
 
 /// A ClickHouse server of this test's own, run by `scripts/services.sh` in a temporary
@@ -188,22 +175,28 @@ impl PrivateClickHouse {
 
     /// Writes the feed's reference data as CSV files in `dir` and loads them here.
     fn load_refdata(&self, world: &World, dir: &Path, feed: &SampleFeed) {
-        let firms = write_file(dir, "firms.csv", &firms_to_csv(&feed.firms));
-        let outlets = write_file(dir, "outlets.csv", &outlets_to_csv(&feed.outlets));
-        let zones = write_file(dir, "zones.csv", &zones_to_csv(&feed.zones));
-        self.run_ok(
-            world,
-            &[
-                "refdata",
-                "load",
-                "--firms",
-                firms.to_str().unwrap(),
-                "--outlets",
-                outlets.to_str().unwrap(),
-                "--zones",
-                zones.to_str().unwrap(),
-            ],
+        let args = harness::refdata_load_args(
+            dir,
+            &firms_to_csv(&feed.firms),
+            &outlets_to_csv(&feed.outlets),
+            &zones_to_csv(&feed.zones),
         );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run_ok(world, &args);
+    }
+
+    /// Starts `run ARGS` against this server, stdout and stderr into the two files.
+    fn spawn_run(&self, world: &World, args: &[&str], stdout: &Path, stderr: &Path) -> ChildGuard {
+        ChildGuard(
+            self.command(world)
+                .env("NO_COLOR", "1")
+                .arg("run")
+                .args(args)
+                .stdout(std::fs::File::create(stdout).unwrap())
+                .stderr(std::fs::File::create(stderr).unwrap())
+                .spawn()
+                .expect("spawn run"),
+        )
     }
 }
 
@@ -407,21 +400,16 @@ async fn clickhouse_down_mid_stream_is_survived_with_exact_totals() {
     let stderr_log: PathBuf = dir.path().join("run.stderr.log");
     let stdout_log: PathBuf = dir.path().join("run.stdout.log");
     let run_started = Instant::now();
-    let mut run = ChildGuard(
-        server
-            .command(&world)
-            .env("NO_COLOR", "1")
-            .args([
-                "run",
-                "--batch-rows-max",
-                "20000",
-                "--retry-backoff-max-ms",
-                "2000",
-            ])
-            .stdout(std::fs::File::create(&stdout_log).unwrap())
-            .stderr(std::fs::File::create(&stderr_log).unwrap())
-            .spawn()
-            .expect("spawn run"),
+    let mut run = server.spawn_run(
+        &world,
+        &[
+            "--batch-rows-max",
+            "20000",
+            "--retry-backoff-max-ms",
+            "2000",
+        ],
+        &stdout_log,
+        &stderr_log,
     );
     let pid = run.0.id();
 
@@ -741,21 +729,17 @@ async fn metrics_match_the_summary_lag_falls_to_zero_and_readyz_follows_clickhou
     let [port] = free_ports::<1>();
     let stderr_log = dir.path().join("run.stderr.log");
     let stdout_log = dir.path().join("run.stdout.log");
-    let mut run = ChildGuard(
-        server
-            .command(&world)
-            .env("NO_COLOR", "1")
-            .args([
-                "run",
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-                "--retry-backoff-max-ms",
-                "1000",
-            ])
-            .stdout(std::fs::File::create(&stdout_log).unwrap())
-            .stderr(std::fs::File::create(&stderr_log).unwrap())
-            .spawn()
-            .expect("spawn run"),
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut run = server.spawn_run(
+        &world,
+        &[
+            "--metrics-addr",
+            &metrics_addr,
+            "--retry-backoff-max-ms",
+            "1000",
+        ],
+        &stdout_log,
+        &stderr_log,
     );
     let (status, body) = wait_for(port, "/readyz", Duration::from_secs(30), |s, b| {
         s == 503 && b.contains("no reference data")

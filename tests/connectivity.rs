@@ -13,7 +13,9 @@
 
 mod harness;
 
-use harness::{produce_raw, require_services, write_file, World, FIRMS, OUTLETS, ZONES};
+use harness::{
+    free_ports, produce_raw, require_services, write_file, World, FIRMS, OUTLETS, ZONES,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -27,18 +29,6 @@ const KAFKA_PASSWORD: &str = "kafka-pw-Wombat-4419";
 const START_WAIT: Duration = Duration::from_secs(60);
 /// The `client.id` given with `--kafka-property`; librdkafka's statistics name it.
 const CLIENT_ID: &str = "subsidy-connectivity-test";
-
-/// Ports nobody listens on right now (bound on 127.0.0.1:0 together, then released).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    let mut ports = [0u16; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr().expect("local addr").port();
-    }
-    ports
-}
 
 /// Runs `openssl ARGS` in `dir`, panicking with its output on failure.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -337,23 +327,9 @@ async fn a_feed_lands_and_reports_over_https_with_a_private_ca_and_no_secret_pri
     let migrated = run_ok(server.command(&world), &["migrate"], &mut transcript);
     assert!(migrated.contains("applied"), "{migrated}");
     let dir = tempfile::tempdir().unwrap();
-    let firms = write_file(dir.path(), "firms.csv", FIRMS);
-    let outlets = write_file(dir.path(), "outlets.csv", OUTLETS);
-    let zones = write_file(dir.path(), "zones.csv", ZONES);
-    run_ok(
-        server.command(&world),
-        &[
-            "refdata",
-            "load",
-            "--firms",
-            firms.to_str().unwrap(),
-            "--outlets",
-            outlets.to_str().unwrap(),
-            "--zones",
-            zones.to_str().unwrap(),
-        ],
-        &mut transcript,
-    );
+    let load = harness::refdata_load_args(dir.path(), FIRMS, OUTLETS, ZONES);
+    let load: Vec<&str> = load.iter().map(String::as_str).collect();
+    run_ok(server.command(&world), &load, &mut transcript);
 
     let payloads: Vec<Vec<u8>> = [
         r#"{"type":"takeout_order","event_id":"e1","occurred_at":"2022-09-03T04:00:00Z","platform_id":"meituan","order_id":"MT1","courier_id":"C1","zone_id":"XH-2022-09-01","courier_released":true}"#,

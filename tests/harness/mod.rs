@@ -196,19 +196,9 @@ impl World {
 
     /// Writes the three CSV texts into `dir` and loads them with `refdata load`.
     pub fn load_refdata_csv(&self, dir: &Path, firms: &str, outlets: &str, zones: &str) {
-        let firms = write_file(dir, "firms.csv", firms);
-        let outlets = write_file(dir, "outlets.csv", outlets);
-        let zones = write_file(dir, "zones.csv", zones);
-        self.run_ok(&[
-            "refdata",
-            "load",
-            "--firms",
-            firms.to_str().unwrap(),
-            "--outlets",
-            outlets.to_str().unwrap(),
-            "--zones",
-            zones.to_str().unwrap(),
-        ]);
+        let args = refdata_load_args(dir, firms, outlets, zones);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run_ok(&args);
     }
 
     /// A store handle on this world's database.
@@ -291,6 +281,35 @@ pub async fn query_tsv(store: &Store, sql: &str) -> Vec<Vec<String>> {
 /// Path of the binary under test.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_subsidy-ingester"))
+}
+
+/// Ports nobody listens on right now: bound on 127.0.0.1:0 all at once (so they differ),
+/// then released, for a private server or listener of a test.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().expect("local addr").port();
+    }
+    ports
+}
+
+/// Writes the three CSV texts into `dir` as firms.csv, outlets.csv and zones.csv and
+/// returns the `refdata load` arguments that load them.
+pub fn refdata_load_args(dir: &Path, firms: &str, outlets: &str, zones: &str) -> Vec<String> {
+    let path = |name: &str, text: &str| write_file(dir, name, text).display().to_string();
+    vec![
+        "refdata".into(),
+        "load".into(),
+        "--firms".into(),
+        path("firms.csv", firms),
+        "--outlets".into(),
+        path("outlets.csv", outlets),
+        "--zones".into(),
+        path("zones.csv", zones),
+    ]
 }
 
 /// Writes a file into `dir` and returns its path.
